@@ -1,0 +1,34 @@
+# onion: from generated data to every table and figure (see README.md).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.table_base_accuracy.output,
+
+
+rule datasets:
+    input:
+        rules.make_dataset.output,
+
+
+rule models:
+    input:
+        grid_paths(f"data/models/{MODEL_KEY}/metrics.json"),
+
+
+rule tables:
+    input:
+        rules.table_base_accuracy.output,

@@ -1,0 +1,5 @@
+import sys
+
+from onion.cli import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""Command line: `python -m onion <command>`; the workflow's rules call these commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from onion import paper
+from onion.config import DataConfig, TrainConfig, from_dict
+from onion.runtime import log, resolve_device, set_threads
+
+
+def _json_arg(text: str) -> dict:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
+
+
+def write_json(path, record: dict) -> None:
+    """Write JSON atomically (a half-written file never looks complete)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def cmd_make_dataset(args) -> None:
+    from onion.data import make_datasets, write_sequences
+    cfg = from_dict(DataConfig, args.data, "data")
+    log(f"generating datasets: {cfg}")
+    train, valid = make_datasets(cfg)
+    write_sequences(args.valid, valid)
+    write_sequences(args.train, train)
+    log(f"wrote {len(train)} training sequences to {args.train} and {len(valid)} to {args.valid}")
+
+
+def cmd_train(args) -> None:
+    from onion.data import read_sequences
+    from onion.evaluation import evaluate_model
+    from onion.model import RepeatGRU, save_model
+    from onion.training import train_model
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    data_cfg = from_dict(DataConfig, args.data, "data")
+    train_cfg = from_dict(TrainConfig, args.train, "train")
+    train = read_sequences(args.train_data, data_cfg.max_length)
+    valid = read_sequences(args.valid_data, data_cfg.max_length)
+    log(f"training {args.variant} GRU N={args.size} seed={args.seed} on {device} "
+        f"({torch.get_num_threads()} threads): {train_cfg}")
+    torch.manual_seed(args.seed)
+    model = RepeatGRU(data_cfg.n_symbols, args.size, args.variant)
+    record = train_model(model, train, valid, train_cfg, args.seed, device, args.checkpoint)
+    metrics = evaluate_model(model, valid, device)
+    log(f"validation exact match {metrics['exact_match']:.4f} "
+        f"({record['steps_per_second']:.1f} steps/s this run)")
+    save_model(model, args.model)
+    write_json(args.metrics, {"variant": args.variant, "size": args.size, "seed": args.seed,
+                              "device": str(device), **metrics, "training": record})
+    if args.checkpoint:
+        Path(args.checkpoint).unlink(missing_ok=True)
+
+
+def cmd_table_base(args) -> None:
+    from onion.tables import read_metrics, summarize, write_table
+    results = read_metrics(args.metrics)
+    summary = summarize(results, ["variant"], "exact_match", paper.BASE_ACCURACY)
+    write_table(summary, ["variant"], "Tables 1 and 3: exact-match accuracy of the trained GRUs",
+                args.md, args.csv, args.tex)
+    log(f"wrote {args.md}, {args.csv}, {args.tex} from {len(results)} models")
+
+
+def cmd_benchmark_training(args) -> None:
+    from onion.benchmark import benchmark_training
+    set_threads(args.threads)
+    results = benchmark_training(args.sizes, args.steps, resolve_device(args.device))
+    if args.out:
+        results.to_csv(args.out, index=False)
+    print(results.to_string(index=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m onion", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-dataset", help="generate the train and validation sets")
+    p.add_argument("--data", type=_json_arg, default={}, help="data config as JSON")
+    p.add_argument("--train", required=True)
+    p.add_argument("--valid", required=True)
+    p.set_defaults(func=cmd_make_dataset)
+
+    p = sub.add_parser("train", help="train one GRU and evaluate it")
+    p.add_argument("--data", type=_json_arg, default={}, help="data config as JSON")
+    p.add_argument("--train", type=_json_arg, default={}, help="training config as JSON")
+    p.add_argument("--train-data", required=True)
+    p.add_argument("--valid-data", required=True)
+    p.add_argument("--variant", default="autoregressive")
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--checkpoint", default=None, help="resumable checkpoint path")
+    p.add_argument("--model", required=True, help="output model.pt")
+    p.add_argument("--metrics", required=True, help="output metrics.json")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("table-base", help="Tables 1/3 from metrics files")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--md", required=True)
+    p.add_argument("--csv", required=True)
+    p.add_argument("--tex", required=True)
+    p.set_defaults(func=cmd_table_base)
+
+    p = sub.add_parser("benchmark-training", help="steps/s of our loop vs a pack_padded_sequence loop")
+    p.add_argument("--sizes", type=int, nargs="+", default=[48, 64, 128])
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_benchmark_training)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,61 @@
+"""Frozen configuration dataclasses that reject unknown keys."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass `cls` from a dict, naming any unknown key in the error."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+    for f in dataclasses.fields(cls):
+        if f.name in values and isinstance(values[f.name], list):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The repeat task's datasets (PAPER.md §2)."""
+
+    n_symbols: int = 30
+    min_length: int = 2
+    max_length: int = 9
+    n_train: int = 1_000_000
+    n_valid: int = 5_000
+    max_valid_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 2 <= self.n_symbols <= 36:
+            raise ValueError(f"data.n_symbols must be in 2..36, got {self.n_symbols}")
+        if not 1 <= self.min_length <= self.max_length <= 12:
+            raise ValueError(f"data lengths need 1 <= min_length <= max_length <= 12, got "
+                             f"{self.min_length}..{self.max_length}")
+        if not 0 < self.max_valid_fraction <= 1:
+            raise ValueError(f"data.max_valid_fraction must be in (0, 1], got {self.max_valid_fraction}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of the GRU on the repeat task (PAPER.md §3)."""
+
+    steps: int = 40_000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    checkpoint_every: int = 2_000
+    log_every: int = 500
+    eval_every: int = 10_000
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("train.steps and train.batch_size must be positive")

@@ -1,0 +1,57 @@
+# Helpers shared by all rules: config validation, the grid, paths, CLI arguments, resources.
+import json
+import shlex
+
+from snakemake.utils import validate
+
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+if config["grid"] not in config["grids"]:
+    raise ValueError(
+        f"config key 'grid': {config['grid']!r} is not one of the grids defined under 'grids' "
+        f"({', '.join(config['grids'])})"
+    )
+if config["data"]["min_length"] > config["data"]["max_length"]:
+    raise ValueError("config keys 'data.min_length' and 'data.max_length': min_length exceeds max_length")
+
+GRID = config["grids"][config["grid"]]
+VARIANTS, SIZES, SEEDS = GRID["variants"], GRID["sizes"], GRID["seeds"]
+MODEL_KEY = "variant={variant}/size={size}/seed={seed}"
+
+
+wildcard_constraints:
+    variant="autoregressive|no_input",
+    size=r"\d+",
+    seed=r"\d+",
+
+
+def settings(section):
+    """A config section with the active grid's overrides applied."""
+    return {**config[section], **GRID.get(section, {})}
+
+
+def as_json_arg(values):
+    """A dict as one shell-quoted JSON argument for `python -m onion`."""
+    return shlex.quote(json.dumps(values, sort_keys=True))
+
+
+def grid_paths(pattern, variants=None, sizes=None):
+    """`pattern` (with {variant}, {size}, {seed}) expanded over the grid."""
+    return expand(pattern, variant=variants or VARIANTS, size=sizes or SIZES, seed=SEEDS)
+
+
+def uses_cuda():
+    """Whether jobs will run on CUDA: decided by `device`, probing torch only for 'auto'."""
+    if config["device"] == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return config["device"] == "cuda"
+
+
+def train_runtime_minutes(wildcards):
+    """A generous wall-time request for one training job (CPU speed scales ~ N^2 above N=64)."""
+    size = int(wildcards.size)
+    steps_per_second = 400.0 if uses_cuda() else max(1.0, 120.0 * (48 / max(size, 48)) ** 2)
+    return int(30 + 3 * settings("train")["steps"] / steps_per_second / 60)

@@ -1,0 +1,13 @@
+rule make_dataset:
+    output:
+        train="data/datasets/train.parquet",
+        valid="data/datasets/valid.parquet",
+    params:
+        data=as_json_arg(config["data"]),
+    log:
+        "data/logs/make_dataset.log",
+    resources:
+        mem_mb=4000,
+    shell:
+        "python -m onion make-dataset --data {params.data} "
+        "--train {output.train} --valid {output.valid} > {log} 2>&1"

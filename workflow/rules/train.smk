@@ -1,0 +1,28 @@
+rule train_model:
+    input:
+        train=rules.make_dataset.output.train,
+        valid=rules.make_dataset.output.valid,
+    output:
+        model=f"data/models/{MODEL_KEY}/model.pt",
+        metrics=f"data/models/{MODEL_KEY}/metrics.json",
+    params:
+        data=as_json_arg(config["data"]),
+        train=as_json_arg(settings("train")),
+        device=config["device"],
+        checkpoint=f"data/checkpoints/{MODEL_KEY}/train.pt",
+    log:
+        f"data/logs/train_model/{MODEL_KEY}.log",
+    benchmark:
+        f"data/benchmarks/train_model/{MODEL_KEY}.tsv"
+    threads: config["threads_per_job"]
+    resources:
+        gpu=1 if uses_cuda() else 0,
+        mem_mb=6000,
+        runtime=train_runtime_minutes,
+    shell:
+        # The log is appended to, so a resumed job's log shows the interrupted run too.
+        "python -m onion train --data {params.data} --train {params.train} "
+        "--train-data {input.train} --valid-data {input.valid} "
+        "--variant {wildcards.variant} --size {wildcards.size} --seed {wildcards.seed} "
+        "--device {params.device} --threads {threads} --checkpoint {params.checkpoint} "
+        "--model {output.model} --metrics {output.metrics} >> {log} 2>&1"
