@@ -1,0 +1,107 @@
+"""Hand-built repeat models whose right answers are known by construction (known-answer tests).
+
+Both expose the interface of RepeatGRU that interventions and probes use:
+`encode(tokens, lengths) -> h [B, N]`, `decode(h, inputs) -> logits [B, T, V]`,
+`decoder_inputs(targets)`, `generate(h, steps)`, and `n_symbols`, `hidden_size`, `variant`.
+Both decode every sequence perfectly (exact match 1.0).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from onion.data import sos_token
+
+
+def _unit_codes(n_symbols: int, dim: int, seed: int, orthonormal: bool) -> torch.Tensor:
+    """[n_symbols, dim] unit vectors; orthonormal ones need dim >= n_symbols."""
+    g = torch.Generator().manual_seed(seed)
+    if orthonormal:
+        if dim < n_symbols:
+            raise ValueError(f"orthonormal codes need dim >= n_symbols ({dim} < {n_symbols})")
+        q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))
+        return q[:n_symbols].contiguous()
+    codes = torch.randn(n_symbols, dim, generator=g)
+    return codes / codes.norm(dim=1, keepdim=True)
+
+
+class _HandBuilt(nn.Module):
+    variant = "autoregressive"
+
+    def decoder_inputs(self, targets: torch.Tensor) -> torch.Tensor:
+        inputs = torch.empty_like(targets)
+        inputs[:, 0] = sos_token(self.n_symbols)
+        inputs[:, 1:] = targets[:, :-1]
+        return inputs
+
+    @torch.no_grad()
+    def generate(self, h: torch.Tensor, steps: int) -> torch.Tensor:
+        """Greedy autoregressive decoding: h [B, N] -> tokens [B, steps]."""
+        inputs = torch.full((h.shape[0], 1), sos_token(self.n_symbols), dtype=torch.long, device=h.device)
+        for _ in range(steps):
+            nxt = self.decode(h, inputs)[:, -1:].argmax(-1)
+            inputs = torch.cat([inputs, nxt], dim=1)
+        return inputs[:, 1:]
+
+
+class SlotModel(_HandBuilt):
+    """Position p stored in its own block of `block` coordinates: h = [c(x_0); c(x_1); ...].
+
+    c(x) is a unit code per symbol; output step k reads block k by dot products with the codes.
+    Every position lives in its own linear subspace, so linear interventions and probes succeed.
+    """
+
+    def __init__(self, n_symbols: int = 30, max_length: int = 9, block: int = 5, seed: int = 0):
+        super().__init__()
+        self.n_symbols, self.max_length, self.block = n_symbols, max_length, block
+        self.hidden_size = max_length * block
+        self.register_buffer("codes", _unit_codes(n_symbols, block, seed, orthonormal=False))
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # tokens [B, T] -> h [B, max_length * block]; positions >= L stay 0
+        batch, width = tokens.shape
+        present = torch.arange(width, device=tokens.device)[None, :] < lengths[:, None]  # [B, T]
+        blocks = self.codes[tokens] * present[..., None]  # [B, T, block]
+        h = tokens.new_zeros(batch, self.max_length, self.block, dtype=self.codes.dtype)
+        h[:, :width] = blocks
+        return h.flatten(1)
+
+    def decode(self, h: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        # step k reads block k: logits [B, T, V]; the inputs play no role
+        steps = inputs.shape[1]
+        blocks = h.view(h.shape[0], self.max_length, self.block)[:, :steps]  # [B, T, block]
+        return blocks @ self.codes.T
+
+
+class OnionModel(_HandBuilt):
+    """The hand-built onion model of PAPER.md §7: h_L = Σ_t γ^t e(x_t), t = 0..L-1.
+
+    e is orthonormal, so with γ < 1/2 the first stored token dominates every dot product.
+    Decoding peels the layers: output step k reads argmax e·h, then the next input y_k is
+    removed with its scale, h ← h − γ^k e(y_k). Tokens share directions across positions and
+    differ only in magnitude, so no position has a linear subspace of its own.
+    """
+
+    def __init__(self, n_symbols: int = 30, hidden_size: int = 32, gamma: float = 0.4, seed: int = 0):
+        super().__init__()
+        self.n_symbols, self.hidden_size, self.gamma = n_symbols, hidden_size, gamma
+        embedding = torch.zeros(n_symbols + 2, hidden_size)  # SOS and "no input" embed to 0
+        embedding[:n_symbols] = _unit_codes(n_symbols, hidden_size, seed, orthonormal=True)
+        self.register_buffer("embedding", embedding)
+
+    def scales(self, steps: int, device=None) -> torch.Tensor:
+        return self.gamma ** torch.arange(steps, device=device, dtype=self.embedding.dtype)
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        width = tokens.shape[1]
+        present = torch.arange(width, device=tokens.device)[None, :] < lengths[:, None]
+        weights = self.scales(width, tokens.device)[None, :] * present  # [B, T]
+        return (self.embedding[tokens] * weights[..., None]).sum(1)  # [B, N]
+
+    def decode(self, h: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        # before output step k, inputs[1..k] (= y_0..y_{k-1}) have been removed with scales γ^0..γ^{k-1}
+        steps = inputs.shape[1]
+        removed = self.embedding[inputs[:, 1:]] * self.scales(steps - 1, h.device)[None, :, None]
+        removed = torch.cat([torch.zeros_like(h)[:, None], removed.cumsum(1)], dim=1)  # [B, T, N]
+        return (h[:, None] - removed) @ self.embedding[:self.n_symbols].T
