@@ -1,0 +1,219 @@
+"""Hidden states and GRU gates of a trained model, written to Parquet (PAPER.md §3, §6).
+
+Two files per model, each from its own job:
+
+- trajectories: one row per (example, time step) over the input phase and then the output phase,
+  decoded greedily (the model's own outputs are fed back, as at evaluation). Each row holds the
+  state after the step, h, and the gates that produced it: reset r, update z, candidate n, in
+  PyTorch's order and convention, h' = (1 - z) * n + z * h (the paper's "input gate" is 1 - z).
+- final states: h_L of training-distribution examples (split "train") and of the validation set
+  (split "valid"), with their tokens and lengths, for the probes.
+
+Vectors (h, z, r, n) are stored as fixed-size lists of float32 (one cell per row holds all N
+channels), which keeps N = 1024 at four columns: pandas reads them as arrays per row (np.stack
+the column), DuckDB as lists (h[1] is channel 0), pyarrow as FixedSizeListArray (`vectors()`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from onion.data import ALPHABET, SequenceSet, encode_text, no_input_token, sos_token
+
+GATES = ("h", "z", "r", "n")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """What to extract from each model."""
+
+    texts: tuple[str, ...] = ("ab1cadf2",)  # fixed inputs for the trajectories (Fig. 2)
+    n_trajectory_examples: int = 16  # plus this many validation sequences
+    n_train_states: int = 100_000  # final states of the first n training sequences
+    batch_size: int = 4096
+
+    def __post_init__(self):
+        if self.n_trajectory_examples < 0 or self.n_train_states < 1 or self.batch_size < 1:
+            raise ValueError("extract: n_trajectory_examples >= 0, n_train_states >= 1 and "
+                             "batch_size >= 1 are required")
+
+
+def symbol_name(token: int, n_symbols: int) -> str:
+    if token == sos_token(n_symbols):
+        return "<sos>"
+    if token == no_input_token(n_symbols):
+        return "<none>"
+    return ALPHABET[token]
+
+
+def gru_step(gru: torch.nn.GRU, x: torch.Tensor, h: torch.Tensor):
+    """One GRU step from the layer's own weights: x [B, N_in], h [B, N] -> (h', r, z, n), each [B, N].
+
+    r = σ(W_ir x + b_ir + W_hr h + b_hr), z = σ(W_iz x + b_iz + W_hz h + b_hz),
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h' = (1 − z) ⊙ n + z ⊙ h.
+    """
+    gi = x @ gru.weight_ih_l0.T + gru.bias_ih_l0  # [B, 3N], blocks r, z, n
+    gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0  # [B, 3N]
+    i_r, i_z, i_n = gi.chunk(3, dim=1)
+    h_r, h_z, h_n = gh.chunk(3, dim=1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return (1 - z) * n + z * h, r, z, n
+
+
+@torch.no_grad()
+def trajectory(model, tokens: list[int]) -> dict:
+    """Step-by-step run of one example through input and greedy output phase.
+
+    Returns {"token": [2L] inputs fed, "output": [2L] readout argmax (-1 in the input phase),
+    "h"/"z"/"r"/"n": [2L, N] float32 arrays}.
+    """
+    gru, device = model.gru, model.embedding.weight.device
+    length, s = len(tokens), model.n_symbols
+    h = torch.zeros(1, model.hidden_size, device=device)
+    fed, outputs, rows = [], [], {k: [] for k in GATES}
+    for t in range(2 * length):
+        if t < length:
+            token = tokens[t]
+        elif t == length:
+            token = sos_token(s)
+        elif model.variant == "autoregressive":
+            token = outputs[-1]
+        else:
+            token = no_input_token(s)
+        x = model.embedding(torch.tensor([token], device=device))  # [1, N]
+        h, r, z, n = gru_step(gru, x, h)
+        fed.append(token)
+        outputs.append(int(model.readout(h).argmax(-1)) if t >= length else -1)
+        for key, value in zip(GATES, (h, z, r, n)):
+            rows[key].append(value[0].float().cpu().numpy())
+    return {"token": fed, "output": outputs, **{k: np.stack(v) for k, v in rows.items()}}
+
+
+def _vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """[rows, N] float -> FixedSizeListArray of float32 with list size N."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+def vectors(table: pa.Table, column: str = "h") -> np.ndarray:
+    """A fixed-size-list column back to a writable [rows, N] float32 array (no per-row Python)."""
+    col = table.column(column).combine_chunks()
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    return np.array(flat, dtype=np.float32).reshape(len(col), col.type.list_size)
+
+
+def _keys(n: int, variant: str, size: int, seed: int) -> dict:
+    return {"variant": pa.array([variant] * n, pa.string()), "size": pa.array([size] * n, pa.int32()),
+            "seed": pa.array([seed] * n, pa.int32())}
+
+
+def trajectory_examples(cfg: ExtractConfig, valid: SequenceSet, n_symbols: int) -> list[list[int]]:
+    """The fixed texts, then the first n validation sequences."""
+    examples = [encode_text(text, n_symbols) for text in cfg.texts]
+    k = min(cfg.n_trajectory_examples, len(valid))
+    examples += [list(map(int, valid.tokens[i, :valid.lengths[i]])) for i in range(k)]
+    return examples
+
+
+def trajectories_table(model, examples: list[list[int]], variant: str, size: int, seed: int) -> pa.Table:
+    """One row per (example, step); see the module docstring for the columns."""
+    cols = {k: [] for k in ("example_id", "text", "length", "phase", "step", "time", "token",
+                            "symbol", "output")}
+    mats = {k: [] for k in GATES}
+    for example_id, tokens in enumerate(examples):
+        run = trajectory(model, tokens)
+        length = len(tokens)
+        text = "".join(ALPHABET[t] for t in tokens)
+        for t in range(2 * length):
+            cols["example_id"].append(example_id)
+            cols["text"].append(text)
+            cols["length"].append(length)
+            cols["phase"].append("input" if t < length else "output")
+            cols["step"].append(t if t < length else t - length)
+            cols["time"].append(t)
+            cols["token"].append(run["token"][t])
+            cols["symbol"].append(symbol_name(run["token"][t], model.n_symbols))
+            cols["output"].append(run["output"][t])
+        for key in GATES:
+            mats[key].append(run[key])
+    n = len(cols["time"])
+    types = {"example_id": pa.int32(), "text": pa.string(), "length": pa.int8(), "phase": pa.string(),
+             "step": pa.int8(), "time": pa.int16(), "token": pa.int16(), "symbol": pa.string(),
+             "output": pa.int16()}
+    arrays = {**_keys(n, variant, size, seed), **{k: pa.array(v, types[k]) for k, v in cols.items()},
+              **{k: _vectors(np.concatenate(mats[k])) for k in GATES}}
+    return pa.table(arrays)
+
+
+@torch.no_grad()
+def final_states(model, data: SequenceSet, device, batch_size: int = 4096) -> np.ndarray:
+    """h_L of every sequence: [n, N] float32."""
+    out = []
+    for start in range(0, len(data), batch_size):
+        tokens = torch.as_tensor(data.tokens[start:start + batch_size], device=device)
+        lengths = torch.as_tensor(data.lengths[start:start + batch_size], device=device)
+        out.append(model.encode(tokens, lengths).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def states_table(model, splits: dict[str, SequenceSet], device, variant: str, size: int, seed: int,
+                 batch_size: int = 4096) -> pa.Table:
+    """Final states of each split: columns variant, size, seed, split, example_id, length, tokens, text, h."""
+    parts = []
+    for split, data in splits.items():
+        n, width = data.tokens.shape
+        mask = np.arange(width)[None, :] < data.lengths[:, None]
+        offsets = np.concatenate([[0], np.cumsum(data.lengths)]).astype(np.int32)
+        chars = np.array(list(ALPHABET))[data.tokens]
+        parts.append(pa.table({
+            **_keys(n, variant, size, seed),
+            "split": pa.array([split] * n, pa.string()),
+            "example_id": pa.array(np.arange(n, dtype=np.int32)),
+            "length": pa.array(data.lengths.astype(np.int8)),
+            "tokens": pa.ListArray.from_arrays(pa.array(offsets), pa.array(data.tokens[mask].astype(np.int8))),
+            "text": pa.array(["".join(row[:k]) for row, k in zip(chars, data.lengths)], pa.string()),
+            "h": _vectors(final_states(model, data, device, batch_size)),
+        }))
+    return pa.concat_tables(parts)
+
+
+def write_parquet(table: pa.Table, path) -> None:
+    """zstd Parquet, written atomically (a killed write never looks complete)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def read_states(path, split: str, max_length: int | None = None) -> tuple[np.ndarray, SequenceSet, dict]:
+    """(h [n, N] float32, the sequences padded to max_length, {"variant", "size", "seed"}) of one
+    split ("train" or "valid") of a final-states file."""
+    try:
+        missing = {"h", "tokens", "length", "split", "variant", "size", "seed"} - set(pq.read_schema(path).names)
+        if missing:
+            raise ValueError(f"{path}: not a final-states file (missing columns {sorted(missing)})")
+        table = pq.read_table(path, filters=[("split", "=", split)])
+    except (OSError, pa.ArrowInvalid) as err:
+        raise ValueError(f"{path}: unreadable states file ({err})") from err
+    if table.num_rows == 0:
+        raise ValueError(f"{path}: no rows with split == {split!r}")
+    lengths = table.column("length").to_numpy().astype(np.int64)
+    flat = table.column("tokens").combine_chunks().flatten().to_numpy().astype(np.int64)
+    width = max_length or int(lengths.max())
+    if lengths.max() > width:
+        raise ValueError(f"{path}: sequences up to length {lengths.max()} exceed max_length {width}")
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    tokens = np.zeros((len(lengths), width), dtype=np.int64)
+    tokens[rows, cols] = flat
+    keys = {k: table.column(k)[0].as_py() for k in ("variant", "size", "seed")}
+    return vectors(table, "h"), SequenceSet(tokens, lengths), keys

@@ -1,0 +1,130 @@
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from onion.data import encode_text, sos_token
+from onion.extract import (ExtractConfig, final_states, read_states, states_table, trajectories_table,
+                           trajectory, trajectory_examples, vectors, write_parquet)
+from onion.model import RepeatGRU
+from onion.toymodels import SlotModel
+
+
+def _model(variant="autoregressive", size=12):
+    torch.manual_seed(0)
+    model = RepeatGRU(n_symbols=30, hidden_size=size, variant=variant).eval()
+    with torch.no_grad():  # larger weights so that the gates are far from 1/2
+        for p in model.gru.parameters():
+            p.mul_(3)
+    return model
+
+
+def _reference_gates(gru, x, h):
+    """The GRU equations written out one gate at a time: x [N], h [N] -> (h', r, z, n)."""
+    w_ir, w_iz, w_in = gru.weight_ih_l0.chunk(3)
+    w_hr, w_hz, w_hn = gru.weight_hh_l0.chunk(3)
+    b_ir, b_iz, b_in = gru.bias_ih_l0.chunk(3)
+    b_hr, b_hz, b_hn = gru.bias_hh_l0.chunk(3)
+    r = torch.sigmoid(w_ir @ x + b_ir + w_hr @ h + b_hr)
+    z = torch.sigmoid(w_iz @ x + b_iz + w_hz @ h + b_hz)
+    n = torch.tanh(w_in @ x + b_in + r * (w_hn @ h + b_hn))
+    return (1 - z) * n + z * h, r, z, n
+
+
+@pytest.mark.parametrize("variant", ["autoregressive", "no_input"])
+def test_trajectory_matches_torch_gru(variant):
+    model = _model(variant)
+    tokens = encode_text("ab1cadf2")
+    run = trajectory(model, tokens)
+    length = len(tokens)
+    with torch.no_grad():
+        # input phase: torch.nn.GRU's own outputs
+        expected = model.encode_all(torch.tensor([tokens]))[0].numpy()
+        np.testing.assert_allclose(run["h"][:length], expected, atol=1e-5)
+        # output phase: feed the same decoder inputs through torch.nn.GRU from h_L
+        outputs, _ = model.gru(model.embedding(torch.tensor([run["token"][length:]])),
+                               torch.tensor(expected[-1:])[None])
+        np.testing.assert_allclose(run["h"][length:], outputs[0].numpy(), atol=1e-5)
+        # greedy decoding: the logged outputs are what generate() produces
+        greedy = model.generate(torch.tensor(expected[-1:]), length)[0].tolist()
+    assert run["output"][length:] == greedy
+    assert run["token"][length] == sos_token(30)
+    if variant == "autoregressive":
+        assert run["token"][length + 1:] == greedy[:-1]
+    # gates: a step-by-step recomputation of the GRU equations
+    h = torch.zeros(model.hidden_size)
+    with torch.no_grad():
+        for t, token in enumerate(run["token"]):
+            h, r, z, n = _reference_gates(model.gru, model.embedding.weight[token], h)
+            for key, value in (("h", h), ("r", r), ("z", z), ("n", n)):
+                np.testing.assert_allclose(run[key][t], value.numpy(), atol=1e-5, err_msg=f"{key}[{t}]")
+    assert 0.05 < run["z"].std()  # the test exercises non-trivial gates
+
+
+def test_trajectories_parquet_readable_by_pandas_pyarrow_duckdb(tmp_path, small_data_cfg, rng):
+    from onion.data import random_sequences
+    model = _model()
+    valid = random_sequences(rng, 10, small_data_cfg)
+    examples = trajectory_examples(ExtractConfig(n_trajectory_examples=3), valid, 30)
+    assert examples[0] == encode_text("ab1cadf2") and len(examples) == 4
+    path = tmp_path / "trajectories.parquet"
+    write_parquet(trajectories_table(model, examples, "autoregressive", 12, 7), path)
+
+    table = pq.read_table(path)
+    assert table.num_rows == sum(2 * len(e) for e in examples)
+    ztype = table.schema.field("z").type
+    assert ztype.list_size == 12 and ztype.value_type == "float32"
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+    fig2 = table.filter(pq.filters_to_expression([("text", "=", "ab1cadf2")]))
+    run = trajectory(model, examples[0])
+    np.testing.assert_array_equal(vectors(fig2, "z"), run["z"])
+
+    df = pd.read_parquet(path)
+    first = df[df.example_id == 0]
+    assert list(first.phase) == ["input"] * 8 + ["output"] * 8
+    assert list(first.symbol[:9]) == list("ab1cadf2") + ["<sos>"]
+    np.testing.assert_array_equal(np.stack(first.h), run["h"])
+    assert (df["size"] == 12).all() and (df["seed"] == 7).all()
+
+    con = duckdb.connect()
+    got = con.execute(f"SELECT h[1], z[12] FROM '{path}' WHERE example_id = 0 ORDER BY time").fetchall()
+    np.testing.assert_allclose([g[0] for g in got], run["h"][:, 0], rtol=1e-6)
+    np.testing.assert_allclose([g[1] for g in got], run["z"][:, 11], rtol=1e-6)
+
+
+def test_final_states_round_trip(tmp_path, small_data_cfg, rng):
+    from onion.data import random_sequences
+    model = _model()
+    train, valid = random_sequences(rng, 300, small_data_cfg), random_sequences(rng, 50, small_data_cfg)
+    path = tmp_path / "final_states.parquet"
+    write_parquet(states_table(model, {"train": train, "valid": valid}, "cpu", "autoregressive", 12, 1,
+                               batch_size=64), path)
+    for split, data in (("train", train), ("valid", valid)):
+        h, seqs, keys = read_states(path, split, max_length=9)
+        assert keys == {"variant": "autoregressive", "size": 12, "seed": 1}
+        np.testing.assert_array_equal(seqs.tokens, data.tokens)
+        np.testing.assert_array_equal(seqs.lengths, data.lengths)
+        with torch.no_grad():
+            expected = model.encode(torch.as_tensor(data.tokens), torch.as_tensor(data.lengths)).numpy()
+        np.testing.assert_allclose(h, expected, atol=1e-6)
+        assert h.dtype == np.float32
+    counts = duckdb.connect().execute(
+        f"SELECT split, count(*), max(len(h)) FROM '{path}' GROUP BY split ORDER BY split").fetchall()
+    assert counts == [("train", 300, 12), ("valid", 50, 12)]
+
+
+def test_final_states_of_hand_built_model():
+    model = SlotModel()
+    tokens = torch.tensor([encode_text("ab1") + [0] * 6])
+    h = final_states(model, type("S", (), {"tokens": tokens.numpy(), "lengths": np.array([3]),
+                                           "__len__": lambda self: 1})(), "cpu")
+    assert h.shape == (1, model.hidden_size)
+
+
+def test_read_states_rejects_wrong_file(tmp_path):
+    path = tmp_path / "x.parquet"
+    pd.DataFrame({"a": [1]}).to_parquet(path)
+    with pytest.raises(ValueError, match="not a final-states file"):
+        read_states(path, "train")
