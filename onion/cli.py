@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -84,6 +85,60 @@ def cmd_benchmark_training(args) -> None:
     print(results.to_string(index=False))
 
 
+def cmd_train_intervention(args) -> None:
+    from onion.data import read_sequences
+    from onion.interventions import (InterventionConfig, eval_counterfactuals, evaluate_intervention,
+                                     parameter_table, train_intervention, write_parquet)
+    from onion.model import load_model
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    data_cfg = from_dict(DataConfig, args.data, "data")
+    cfg = from_dict(InterventionConfig, args.interventions, "interventions")
+    model = load_model(args.model, device)
+    if (model.variant, model.hidden_size) != (args.variant, args.size):
+        raise ValueError(f"{args.model}: a {model.variant} N={model.hidden_size} model, "
+                         f"not {args.variant} N={args.size}")
+    train = read_sequences(args.train_data, data_cfg.max_length)
+    valid = read_sequences(args.valid_data, data_cfg.max_length)
+    log(f"training the {args.kind} intervention on {args.variant} N={args.size} seed={args.seed} "
+        f"on {device} ({torch.get_num_threads()} threads): {cfg}")
+    intervention, record = train_intervention(model, args.kind, train, cfg, args.seed, device,
+                                              data_cfg.max_length, args.checkpoint)
+    cf = eval_counterfactuals(args.kind, valid, cfg, args.seed, data_cfg.n_symbols)
+    metrics = evaluate_intervention(model, intervention, cf, device)
+    log(f"{args.kind}: exact match {metrics['exact_match']:.4f} on {metrics['n']} held-out "
+        f"counterfactuals ({record['steps_per_second']:.1f} steps/s this run)")
+    write_parquet(parameter_table(intervention, args.kind, args.variant, args.size, args.seed),
+                  args.parameters)
+    write_json(args.out, {"variant": args.variant, "size": args.size, "seed": args.seed,
+                          "kind": args.kind, "steps": cfg.steps, "device": str(device), **metrics,
+                          "config": dataclasses.asdict(cfg), "training": record})
+    if args.checkpoint:
+        Path(args.checkpoint).unlink(missing_ok=True)
+
+
+def cmd_table_interventions(args) -> None:
+    from onion.tables import read_metrics, summarize, write_table
+    results = read_metrics(args.results)
+    rows = {(variant, kind): cells for variant, kinds in paper.INTERVENTIONS.items()
+            for kind, cells in kinds.items()}
+    rows[("autoregressive", "onion_control")] = {64: (paper.ONION_CONTROL_N64_AR, float("nan"))}
+    summary = summarize(results, ["variant", "kind"], "exact_match", rows)
+    steps = ", ".join(str(s) for s in sorted(results["steps"].unique()))
+    write_table(summary, ["variant", "kind"], "Tables 2 (autoregressive) and 5 (no input): exact match "
+                f"of interventions on the final state ({steps} training steps; the paper: 60000)",
+                args.md, args.csv, args.tex)
+    log(f"wrote {args.md}, {args.csv}, {args.tex} from {len(results)} interventions")
+
+
+def cmd_figure_interventions(args) -> None:
+    from onion import intervention_plots
+    plot = {"onion-scales": intervention_plots.plot_onion_scales,
+            "das-budget": intervention_plots.plot_das_budget}[args.figure]
+    plot(args.parameters, args.out, args.max_length)
+    log(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m onion", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +178,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_benchmark_training)
+    p = sub.add_parser("train-intervention", help="train and evaluate one intervention on a frozen GRU")
+    p.add_argument("--kind", required=True,
+                   choices=["linear_unigram", "linear_bigram", "onion", "onion_control"])
+    p.add_argument("--data", type=_json_arg, default={}, help="data config as JSON")
+    p.add_argument("--interventions", type=_json_arg, default={}, help="intervention config as JSON")
+    p.add_argument("--model", required=True, help="the trained model.pt (kept frozen)")
+    p.add_argument("--train-data", required=True)
+    p.add_argument("--valid-data", required=True)
+    p.add_argument("--variant", default="autoregressive")
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--checkpoint", default=None, help="resumable checkpoint path")
+    p.add_argument("--out", required=True, help="output accuracy JSON")
+    p.add_argument("--parameters", required=True, help="output Parquet of learned parameters")
+    p.set_defaults(func=cmd_train_intervention)
+
+    p = sub.add_parser("table-interventions", help="Tables 2/5 from intervention JSON files")
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--md", required=True)
+    p.add_argument("--csv", required=True)
+    p.add_argument("--tex", required=True)
+    p.set_defaults(func=cmd_table_interventions)
+
+    p = sub.add_parser("figure-interventions", help="a figure from intervention parameter files")
+    p.add_argument("figure", choices=["onion-scales", "das-budget"])
+    p.add_argument("--parameters", nargs="+", required=True)
+    p.add_argument("--max-length", type=int, default=9)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_figure_interventions)
     return parser
 
 

@@ -40,7 +40,9 @@ def _cell(mean, sd, seeds) -> str:
 
 
 def _paper_cell(mean, sd) -> str:
-    return "–" if mean != mean else f"{mean:.2f} ± {sd:.2f}"
+    if mean != mean:
+        return "–"
+    return f"{mean:.2f}" + (f" ± {sd:.2f}" if sd == sd else "")  # the paper gives some without s.d.
 
 
 def wide(summary: pd.DataFrame, row_keys: list[str]) -> pd.DataFrame:

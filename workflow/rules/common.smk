@@ -5,7 +5,24 @@ import shlex
 from snakemake.utils import validate
 
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+def check_config(config, schema_path):
+    """Stop before any job with one line per problem, each naming its config key."""
+    import jsonschema
+    import yaml
+
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    problems = []
+    for error in jsonschema.Draft202012Validator(schema).iter_errors(config):
+        key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        problems.append(f"  config key '{key}': {error.message}")
+    if problems:
+        raise ValueError("invalid configuration:\n" + "\n".join(sorted(problems)))
+
+
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+check_config(config, SCHEMA)
+validate(config, SCHEMA)
 
 if config["grid"] not in config["grids"]:
     raise ValueError(

@@ -1,0 +1,83 @@
+"""Figures of learned intervention parameters: the onion scale per position, the DAS dimension budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from onion.interventions import onion_scale_magnitudes  # noqa: E402
+
+
+def read_parameters(paths) -> pd.DataFrame:
+    frames = []
+    for path in paths:
+        try:
+            frames.append(pd.read_parquet(path))
+        except Exception as err:
+            raise ValueError(f"{path}: unreadable intervention parameter file ({err})") from err
+    return pd.concat(frames, ignore_index=True)
+
+
+def _save(fig, out) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def plot_onion_scales(paths, out, max_length: int = 9) -> None:
+    """Mean over channels of |s_j| = |g·γ^j + β·j + b| per position j, log scale; one line per
+    size (mean over seeds, bars = s.d.), one panel per decoder variant; the learned onion
+    intervention only (not the control)."""
+    params = read_parameters(paths)
+    params = params[params["kind"] == "onion"]
+    if params.empty:
+        raise ValueError("no onion intervention parameters among the inputs")
+    scales = onion_scale_magnitudes(params, max_length)
+    variants = sorted(scales["variant"].unique())
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.5 * len(variants), 3.5), squeeze=False)
+    for ax, variant in zip(axes[0], variants):
+        part = scales[scales["variant"] == variant]
+        for size, group in part.groupby("size"):
+            stats = group.groupby("position")["scale"].agg(["mean", "std"]).reset_index()
+            ax.errorbar(stats["position"] + 1, stats["mean"], yerr=stats["std"].fillna(0),
+                        marker="o", capsize=2, label=f"N={size}")
+        ax.set_yscale("log")
+        ax.set_xlabel("position j (1 = first token)")
+        ax.set_ylabel("mean over channels of |s_j|")
+        ax.set_title(f"onion intervention scale, {variant}")
+        ax.legend()
+    _save(fig, out)
+
+
+def plot_das_budget(paths, out, max_length: int = 9) -> None:
+    """Rotated dimensions assigned to each position (unigram) or bigram, mean over seeds;
+    one panel per (variant, kind), one bar group per size; the last group is 'unassigned'."""
+    params = read_parameters(paths)
+    params = params[params["kind"].isin(["linear_unigram", "linear_bigram"])]
+    if params.empty:
+        raise ValueError("no linear intervention parameters among the inputs")
+    panels = sorted(params.groupby(["variant", "kind"]).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for ax, (variant, kind) in zip(axes[0], panels):
+        part = params[(params["variant"] == variant) & (params["kind"] == kind)]
+        sizes = sorted(part["size"].unique())
+        width = 0.8 / len(sizes)
+        for i, size in enumerate(sizes):
+            stats = part[part["size"] == size].groupby("variable")["n_dims"].agg(["mean", "std"])
+            order = [v for v in stats.index if v >= 0] + [v for v in stats.index if v < 0]
+            stats = stats.loc[order]
+            x = [k + (i - (len(sizes) - 1) / 2) * width for k in range(len(stats))]
+            ax.bar(x, stats["mean"], width, yerr=stats["std"].fillna(0), capsize=2, label=f"N={size}")
+        labels = [str(v + 1) if kind == "linear_unigram" else f"{v + 1}-{v + 2}" for v in order if v >= 0]
+        ax.set_xticks(range(len(order)), labels + ["none"], fontsize=8)
+        ax.set_xlabel("position" if kind == "linear_unigram" else "bigram (positions)")
+        ax.set_ylabel("rotated dimensions assigned")
+        ax.set_title(f"{kind.replace('_', ' ')} DAS, {variant}")
+        ax.legend()
+    _save(fig, out)

@@ -1,0 +1,231 @@
+"""Training and evaluating interventions on a frozen repeat model (PAPER.md §4).
+
+The model is never updated: each step encodes counterfactual sequences, intervenes on the final
+state, and trains the intervention on the cross-entropy of decoding the counterfactual target
+with teacher forcing. Evaluation is exact match of greedy decoding from the intervened state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from onion.counterfactuals import KINDS, Counterfactuals, make_counterfactuals, n_variables
+from onion.das import LinearDAS
+from onion.data import SequenceSet
+from onion.evaluation import accuracy_summary
+from onion.onion_intervention import OnionIntervention
+from onion.runtime import Progress, load_checkpoint, log, save_checkpoint
+from onion.training import make_optimizer, sequence_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class InterventionConfig:
+    """Optimisation of one intervention (authors: 60,000 steps, batch 256, AdamW lr 1e-3, wd 0.1)."""
+
+    steps: int = 60_000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    das_length: int | None = 9  # linear DAS train/valid sequences have this length (authors: 9); None = all
+    checkpoint_every: int = 2_000
+    log_every: int = 1_000
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("interventions.steps and interventions.batch_size must be positive")
+        if self.das_length is not None and self.das_length < 2:
+            raise ValueError(f"interventions.das_length must be >= 2 or null, got {self.das_length}")
+
+
+def make_intervention(kind: str, n_symbols: int, hidden_size: int, max_length: int) -> torch.nn.Module:
+    if kind in ("linear_unigram", "linear_bigram"):
+        return LinearDAS(hidden_size, n_variables(kind, max_length))
+    if kind in ("onion", "onion_control"):
+        return OnionIntervention(n_symbols, hidden_size, control=kind == "onion_control")
+    raise ValueError(f"unknown intervention kind {kind!r}; expected one of {KINDS}")
+
+
+def targets_for(kind: str, data: SequenceSet, cfg: InterventionConfig) -> SequenceSet:
+    """The target sequences an intervention uses: linear DAS only those of length cfg.das_length."""
+    if kind.startswith("linear") and cfg.das_length is not None:
+        keep = data.lengths == cfg.das_length
+        if not keep.any():
+            raise ValueError(f"no sequences of length {cfg.das_length} (interventions.das_length)")
+        return SequenceSet(data.tokens[keep], data.lengths[keep])
+    return data
+
+
+def _to_batch(cf: Counterfactuals, device) -> dict:
+    """Tensors on `device`, cut to the longest sequence in the batch."""
+    width = int(cf.lengths.max())
+    batch = {"target": cf.target[:, :width], "lengths": cf.lengths, "base": cf.base[:, :width],
+             "changed": cf.changed[:, :width], "variables": cf.variables}
+    if cf.source is not None:
+        batch["source"] = cf.source[:, :width]
+    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+
+
+def _freeze(model) -> dict:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionConfig, seed: int,
+                       device, max_length: int, checkpoint_path=None,
+                       stop_after: int | None = None) -> tuple[torch.nn.Module, dict]:
+    """Train a `kind` intervention on the frozen `model`; resumes from `checkpoint_path` when it
+    matches. Batch i is a pure function of (seed, i). Returns (intervention, training record)."""
+    model.to(device)
+    before = _freeze(model)
+    targets = targets_for(kind, train, cfg)
+    torch.manual_seed(seed)
+    intervention = make_intervention(kind, model.n_symbols, model.hidden_size, max_length).to(device)
+    optimizer = make_optimizer(intervention.parameters(), cfg)
+    identity = {"kind": kind, "config": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
+                "model": getattr(model, "hyperparameters", lambda: type(model).__name__)(),
+                "n_train": len(train)}
+    start = 0
+    state = load_checkpoint(checkpoint_path, identity, device) if checkpoint_path else None
+    if state is not None:
+        intervention.load_state_dict(state["intervention"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+        log(f"resuming from checkpoint {checkpoint_path} at step {start}/{cfg.steps}")
+    # cuDNN's GRU backward needs train mode; the repeat models have no dropout, so it changes nothing
+    model.train()
+    intervention.train()
+    progress = Progress(cfg.steps, start=start, every=cfg.log_every)
+    began, end = time.perf_counter(), cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    loss = None
+    for step in range(start, end):
+        rng = np.random.default_rng([seed, step])
+        idx = rng.integers(0, len(targets), size=cfg.batch_size)
+        cf = make_counterfactuals(kind, targets.tokens[idx], targets.lengths[idx], rng, model.n_symbols)
+        batch = _to_batch(cf, device)
+        batch["generator"] = torch.Generator(device).manual_seed(seed * 1_000_003 + step)  # Gumbel noise
+        h = intervention(model, batch)  # [B, N]
+        logits = model.decode(h, model.decoder_inputs(batch["target"]))  # [B, T, V]
+        loss = sequence_loss(logits, batch["target"], batch["lengths"]) + intervention.regularizer()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done = step + 1
+        progress.update(done, loss.item())
+        if checkpoint_path and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
+                and done != cfg.steps:
+            save_checkpoint(checkpoint_path, {"identity": identity, "step": done,
+                                              "intervention": intervention.state_dict(),
+                                              "optimizer": optimizer.state_dict()})
+    model.eval()
+    intervention.eval()
+    after = model.state_dict()
+    if any(not torch.equal(before[k], after[k]) for k in before):
+        raise RuntimeError("the frozen model changed while training an intervention")
+    seconds = time.perf_counter() - began
+    return intervention, {"steps": cfg.steps, "resumed_from": start, "steps_this_run": end - start,
+                          "seconds_this_run": seconds,
+                          "steps_per_second": (end - start) / max(seconds, 1e-9),
+                          "final_loss": float(loss.item()) if loss is not None else None,
+                          "finished": end == cfg.steps}
+
+
+def eval_counterfactuals(kind: str, valid: SequenceSet, cfg: InterventionConfig, seed: int,
+                         n_symbols: int) -> Counterfactuals:
+    """One held-out counterfactual per validation target, fixed by `seed`."""
+    targets = targets_for(kind, valid, cfg)
+    rng = np.random.default_rng([seed, 2**31 - 1])  # a stream no training step uses
+    return make_counterfactuals(kind, targets.tokens, targets.lengths, rng, n_symbols)
+
+
+@torch.no_grad()
+def evaluate_intervention(model, intervention, cf: Counterfactuals, device,
+                          batch_size: int = 2048) -> dict:
+    """Exact match of greedy decoding from intervened states against the targets, overall, per
+    length, per token position, and per intervened position (`per_intervened_position`: exact match
+    over the examples whose intervention covers that position)."""
+    model.eval()
+    intervention.eval()
+    width = cf.target.shape[1]
+    preds = []
+    for start in range(0, len(cf), batch_size):
+        part = Counterfactuals(**{f.name: None if getattr(cf, f.name) is None
+                                  else getattr(cf, f.name)[start:start + batch_size]
+                                  for f in dataclasses.fields(cf)})
+        batch = _to_batch(part, device)
+        pred = model.generate(intervention(model, batch), width).cpu().numpy()
+        preds.append(pred)
+    pred = np.concatenate(preds)
+    summary = accuracy_summary(pred, cf.target, cf.lengths)
+    exact = ((pred == cf.target) | (np.arange(width)[None, :] >= cf.lengths[:, None])).all(1)
+    summary["per_intervened_position"] = {int(p): float(exact[cf.changed[:, p]].mean())
+                                          for p in range(width) if cf.changed[:, p].any()}
+    return summary
+
+
+PARAMETER_SCHEMAS = {
+    # linear DAS: one row per causal variable (position or bigram, -1 = unassigned)
+    "das": pa.schema([("variant", pa.string()), ("size", pa.int32()), ("seed", pa.int32()),
+                      ("kind", pa.string()), ("variable", pa.int32()), ("first_position", pa.int32()),
+                      ("last_position", pa.int32()), ("n_dims", pa.int32()),
+                      ("fraction", pa.float32())]),
+    # onion: one row per channel of the learned scale s_j = g·γ^j + β·j + b
+    "onion": pa.schema([("variant", pa.string()), ("size", pa.int32()), ("seed", pa.int32()),
+                        ("kind", pa.string()), ("channel", pa.int32()), ("gamma", pa.float32()),
+                        ("beta", pa.float32()), ("g", pa.float32()), ("b", pa.float32())]),
+}
+
+
+def parameter_table(intervention, kind: str, variant: str, size: int, seed: int) -> pa.Table:
+    """The learned parameters of an intervention as an Arrow table (see PARAMETER_SCHEMAS)."""
+    if isinstance(intervention, LinearDAS):
+        counts = intervention.dims_per_variable().cpu().numpy()  # [V+1]
+        n_var = intervention.n_variables
+        span = 1 if kind == "linear_bigram" else 0
+        variable = np.r_[np.arange(n_var), -1]
+        first = np.where(variable >= 0, variable, -1)
+        last = np.where(variable >= 0, variable + span, -1)
+        columns = {"variable": variable, "first_position": first, "last_position": last,
+                   "n_dims": counts, "fraction": counts / counts.sum()}
+        schema = PARAMETER_SCHEMAS["das"]
+    else:
+        columns = {"channel": np.arange(intervention.g.numel()),
+                   **{name: getattr(intervention, name).detach().cpu().numpy()
+                      for name in ("gamma", "beta", "g", "b")}}
+        schema = PARAMETER_SCHEMAS["onion"]
+    n = len(next(iter(columns.values())))
+    columns = {"variant": [variant] * n, "size": np.full(n, size), "seed": np.full(n, seed),
+               "kind": [kind] * n, **columns}
+    return pa.Table.from_pydict({f.name: pa.array(columns[f.name]).cast(f.type) for f in schema},
+                                schema=schema)
+
+
+def write_parquet(table: pa.Table, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def onion_scale_magnitudes(params, max_length: int):
+    """Mean over channels of |s_j| for j = 0..max_length-1, per (variant, size, seed, kind) row group.
+
+    params: a DataFrame of onion parameter rows -> DataFrame with columns variant, size, seed, kind,
+    position, scale."""
+    import pandas as pd
+    rows = []
+    for key, group in params.groupby(["variant", "size", "seed", "kind"]):
+        for j in range(max_length):
+            s = group["g"] * group["gamma"] ** j + group["beta"] * j + group["b"]
+            rows.append({**dict(zip(["variant", "size", "seed", "kind"], key)), "position": j,
+                         "scale": float(s.abs().mean())})
+    return pd.DataFrame(rows)

@@ -1,0 +1,237 @@
+"""Interventions: counterfactual data, the linear DAS and onion mechanisms, and known-answer runs on
+hand-built models (PAPER.md §4 and §7)."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from onion.config import DataConfig
+from onion.counterfactuals import make_counterfactuals
+from onion.das import LinearDAS
+from onion.data import random_sequences
+from onion.interventions import (InterventionConfig, eval_counterfactuals, evaluate_intervention,
+                                 parameter_table, train_intervention)
+from onion.model import RepeatGRU
+from onion.onion_intervention import OnionIntervention
+from onion.toymodels import OnionModel, SlotModel
+
+torch.set_num_threads(1)
+
+
+def _targets(n, seed, max_length=9, length=None):
+    return random_sequences(np.random.default_rng(seed), n, DataConfig(max_length=max_length), length)
+
+
+class ConfidentOnionModel(OnionModel):
+    """The hand-built onion model with logits of step k scaled by T / γ^k.
+
+    Greedy outputs are those of OnionModel (exact match 1.0); only the decoder's confidence changes,
+    so that the cross-entropy a frozen decoder gives an intervention is informative (OnionModel's raw
+    logits are dot products of size γ^k, which leave the loss almost flat).
+    """
+
+    def decode(self, h, inputs):
+        steps = inputs.shape[1]
+        return super().decode(h, inputs) * (10.0 / self.scales(steps, h.device))[None, :, None]
+
+
+# --- counterfactual data ---------------------------------------------------------------------
+
+def test_unigram_counterfactuals_recombine_to_target():
+    y = _targets(500, 0)
+    cf = make_counterfactuals("linear_unigram", y.tokens, y.lengths, np.random.default_rng(1), 30)
+    valid = np.arange(9)[None, :] < y.lengths[:, None]
+    assert (cf.changed <= valid).all() and 0.4 < cf.changed[valid].mean() < 0.6
+    # base differs from y exactly on I, source exactly off I (inside the sequence)
+    assert ((cf.base != y.tokens) == cf.changed).all()
+    assert ((cf.source != y.tokens) == (valid & ~cf.changed)).all()
+    # taking I from the source and the rest from the base gives y back
+    assert (np.where(cf.variables, cf.source, cf.base) == y.tokens).all()
+    assert cf.base.max() < 30 and cf.source.max() < 30
+
+
+def test_bigram_counterfactuals():
+    y = _targets(500, 2)
+    cf = make_counterfactuals("linear_bigram", y.tokens, y.lengths, np.random.default_rng(3), 30)
+    assert cf.variables.shape == (500, 8)
+    assert (cf.changed.sum(1) == 1).all()
+    k = cf.changed.argmax(1)
+    assert (k < y.lengths).all()
+    assert ((cf.base != y.tokens) == cf.changed).all()
+    pos = np.arange(9)[None, :]
+    near = (np.abs(pos - k[:, None]) <= 1) & (pos < y.lengths[:, None])
+    assert (cf.source[near] == y.tokens[near]).all()
+    assert (cf.source[~near & (pos < y.lengths[:, None])] != y.tokens[~near & (pos < y.lengths[:, None])]).all()
+    for row in range(500):  # the moved bigrams are exactly those containing k, inside the sequence
+        expected = {t for t in (k[row] - 1, k[row]) if 0 <= t <= y.lengths[row] - 2}
+        assert set(np.flatnonzero(cf.variables[row])) == expected
+
+
+def test_onion_counterfactuals_corrupt_one_position():
+    y = _targets(500, 4)
+    cf = make_counterfactuals("onion", y.tokens, y.lengths, np.random.default_rng(5), 30)
+    assert cf.source is None
+    assert (cf.changed.sum(1) == 1).all() and ((cf.base != y.tokens) == cf.changed).all()
+    assert len(np.unique(cf.changed.argmax(1))) == 9  # every position gets corrupted somewhere
+
+
+def test_eval_counterfactuals_are_fixed_and_das_uses_length_9():
+    valid = _targets(400, 6)
+    cfg = InterventionConfig()
+    a = eval_counterfactuals("linear_unigram", valid, cfg, 0, 30)
+    b = eval_counterfactuals("linear_unigram", valid, cfg, 0, 30)
+    assert (a.lengths == 9).all() and len(a) == (valid.lengths == 9).sum()
+    assert (a.base == b.base).all() and (a.source == b.source).all()
+    assert len(eval_counterfactuals("onion", valid, cfg, 0, 30)) == 400
+
+
+# --- mechanisms ------------------------------------------------------------------------------
+
+def test_das_patch_with_identity_rotation_copies_assigned_dims():
+    torch.manual_seed(0)
+    das = LinearDAS(hidden_size=6, n_variables=2).eval()
+    with torch.no_grad():
+        das.rotation.weight = torch.eye(6)  # the parametrization maps this to R = I
+        das.logits.zero_()
+        das.logits[[0, 1], 0] = 1.0  # dims 0, 1 -> variable 0
+        das.logits[[2], 1] = 1.0  # dim 2 -> variable 1
+        das.logits[3:, 2] = 1.0  # the rest unassigned
+    assert torch.allclose(das.rotation.weight, torch.eye(6), atol=1e-6)
+    assert das.dims_per_variable().tolist() == [2, 1, 3]
+    base, source = torch.zeros(2, 6), torch.ones(2, 6)
+    variables = torch.tensor([[True, False], [True, True]])
+    out = das.patch(base, source, variables)
+    assert torch.allclose(out, torch.tensor([[1., 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]]), atol=1e-6)
+
+
+def test_das_with_any_rotation_is_identity_without_intervened_variables():
+    torch.manual_seed(1)
+    das = LinearDAS(hidden_size=8, n_variables=3).train()
+    h = torch.randn(4, 8)
+    out = das.patch(h, torch.randn(4, 8), torch.zeros(4, 3, dtype=torch.bool))
+    assert torch.allclose(out, h, atol=1e-5)
+    # straight-through: the assignment logits get gradients from the patched state
+    das.patch(h, torch.randn(4, 8), torch.ones(4, 3, dtype=torch.bool)).sum().backward()
+    assert das.logits.grad is not None and das.logits.grad.abs().sum() > 0
+
+
+def test_onion_scales_and_control():
+    onion = OnionIntervention(n_symbols=5, hidden_size=3)
+    s = onion.scales(torch.tensor([0, 2]))
+    assert torch.allclose(s, torch.tensor([[1.0] * 3, [0.81 + 2] * 3]))  # g·0.9^j + 1·j + 0
+    control = OnionIntervention(n_symbols=5, hidden_size=3, control=True)
+    assert {n for n, _ in control.named_parameters()} == {"embedding", "g", "b"}
+    assert torch.equal(control.scales(torch.tensor([0])), control.scales(torch.tensor([7])))
+    h = torch.randn(2, 3)  # replacing a token by itself changes nothing
+    assert torch.equal(onion.patch(h, torch.tensor([1, 3]), torch.tensor([2, 4]), torch.tensor([2, 4])), h)
+
+
+# --- known answers ---------------------------------------------------------------------------
+
+def test_linear_unigram_succeeds_on_slot_model():
+    """Each position has its own block of coordinates, so a rotation + assignment can swap them."""
+    model = SlotModel()
+    cfg = InterventionConfig(steps=400, lr=2e-2, log_every=400)
+    intervention, record = train_intervention(model, "linear_unigram", _targets(5_000, 7), cfg,
+                                              seed=0, device="cpu", max_length=9)
+    cf = eval_counterfactuals("linear_unigram", _targets(2_000, 8, length=9), cfg, 0, 30)
+    summary = evaluate_intervention(model, intervention, cf, "cpu")
+    assert summary["exact_match"] >= 0.95, summary
+    assert record["finished"] and set(summary["per_intervened_position"]) == set(range(9))
+    table = parameter_table(intervention, "linear_unigram", "autoregressive", 45, 0)
+    assert table.column("n_dims").to_pylist()[-1] < 45  # most dimensions are used
+
+
+def _onion_run(kind, steps=1000):
+    model = ConfidentOnionModel()
+    cfg = InterventionConfig(steps=steps, lr=1e-2, log_every=steps)
+    data_cfg = DataConfig(max_length=4)
+    train = random_sequences(np.random.default_rng(9), 5_000, data_cfg)
+    valid = random_sequences(np.random.default_rng(10), 2_000, data_cfg)
+    intervention, _ = train_intervention(model, kind, train, cfg, seed=0, device="cpu", max_length=4)
+    cf = eval_counterfactuals(kind, valid, cfg, 0, 30)
+    return intervention, evaluate_intervention(model, intervention, cf, "cpu")
+
+
+def test_onion_intervention_succeeds_on_onion_model_and_control_does_not():
+    """γ = 0.4: the needed scale of position j is 0.4^j, so only a position-dependent scale works.
+
+    Sequences up to length 4: with γ = 0.4 the last of 9 positions is stored 0.4^8 ≈ 7e-4 times
+    as strongly as the first, which demands more precision than a short test run reaches."""
+    onion, summary = _onion_run("onion")
+    assert summary["exact_match"] >= 0.95, summary
+    _, control = _onion_run("onion_control")
+    assert control["exact_match"] <= summary["exact_match"] - 0.3, control
+    gamma = onion.gamma.detach()
+    table = parameter_table(onion, "onion", "autoregressive", 32, 0)
+    assert table.num_rows == 32 and table.schema.field("gamma").type == "float"
+    assert 0.1 < gamma.median() < 0.7  # the learned decay is of the order of the model's 0.4
+
+
+def test_frozen_gru_is_unchanged_and_checkpoint_resumes(tmp_path):
+    torch.manual_seed(0)
+    model = RepeatGRU(30, 16).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train = _targets(2_000, 11)
+    cfg = InterventionConfig(steps=6, batch_size=32, checkpoint_every=3, log_every=3)
+    ckpt = tmp_path / "ck.pt"
+    for kind in ("linear_bigram", "onion"):
+        # a run killed after 3 steps, then resumed, ends where an uninterrupted run ends
+        train_intervention(model, kind, train, cfg, 0, "cpu", 9, ckpt, stop_after=3)
+        resumed, record = train_intervention(model, kind, train, cfg, 0, "cpu", 9, ckpt)
+        whole, _ = train_intervention(model, kind, train, cfg, 0, "cpu", 9)
+        assert record["resumed_from"] == 3
+        for (name, a), b in zip(resumed.state_dict().items(), whole.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-6), name
+        ckpt.unlink()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_cli_writes_json_and_parquet(tmp_path):
+    from onion.cli import main
+    from onion.data import write_sequences
+    from onion.model import save_model
+    torch.manual_seed(0)
+    save_model(RepeatGRU(30, 16), tmp_path / "model.pt")
+    write_sequences(tmp_path / "train.parquet", _targets(1_000, 12))
+    write_sequences(tmp_path / "valid.parquet", _targets(300, 13))
+    for kind in ("linear_unigram", "onion_control"):
+        rc = main(["train-intervention", "--kind", kind, "--model", str(tmp_path / "model.pt"),
+                   "--interventions", '{"steps": 3, "batch_size": 16}',
+                   "--train-data", str(tmp_path / "train.parquet"),
+                   "--valid-data", str(tmp_path / "valid.parquet"), "--size", "16", "--seed", "1",
+                   "--device", "cpu", "--out", str(tmp_path / f"{kind}.json"),
+                   "--parameters", str(tmp_path / f"{kind}.parquet")])
+        assert rc == 0
+        record = json.loads((tmp_path / f"{kind}.json").read_text())
+        assert record["kind"] == kind and record["size"] == 16 and record["seed"] == 1
+        assert 0 <= record["exact_match"] <= 1 and "per_intervened_position" in record
+        table = pq.read_table(tmp_path / f"{kind}.parquet")
+        assert set(table.column("seed").to_pylist()) == {1}
+    rc = main(["table-interventions", "--results", str(tmp_path / "linear_unigram.json"),
+               str(tmp_path / "onion_control.json"), "--md", str(tmp_path / "t.md"),
+               "--csv", str(tmp_path / "t.csv"), "--tex", str(tmp_path / "t.tex")])
+    assert rc == 0 and "onion_control" in (tmp_path / "t.md").read_text()
+    rc = main(["figure-interventions", "das-budget", "--parameters",
+               str(tmp_path / "linear_unigram.parquet"), "--out", str(tmp_path / "das.pdf")])
+    assert rc == 0 and (tmp_path / "das.pdf").stat().st_size > 0
+    rc = main(["figure-interventions", "onion-scales", "--parameters",
+               str(tmp_path / "onion_control.parquet"), "--out", str(tmp_path / "s.pdf")])
+    assert rc == 1  # the control alone has no learned onion scale to plot
+
+
+@pytest.mark.parametrize("kind", ["linear_unigram", "onion"])
+def test_wrong_size_is_rejected(tmp_path, kind):
+    from onion.cli import main
+    from onion.model import save_model
+    save_model(RepeatGRU(30, 16), tmp_path / "model.pt")
+    rc = main(["train-intervention", "--kind", kind, "--model", str(tmp_path / "model.pt"),
+               "--train-data", "x", "--valid-data", "y", "--size", "32", "--device", "cpu",
+               "--out", str(tmp_path / "o.json"), "--parameters", str(tmp_path / "o.parquet")])
+    assert rc == 1 and not (tmp_path / "o.json").exists()

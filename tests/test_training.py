@@ -1,0 +1,74 @@
+import dataclasses
+
+import numpy as np
+import torch
+
+from onion.config import DataConfig, TrainConfig
+from onion.data import make_datasets
+from onion.evaluation import accuracy_summary, evaluate_model
+from onion.model import RepeatGRU
+from onion.training import batch_indices, train_model
+
+TINY_DATA = DataConfig(n_symbols=6, min_length=2, max_length=4, n_train=5000, n_valid=100, seed=0)
+
+
+def test_batches_cover_each_epoch_once():
+    n, batch = 50, 8
+    seen = np.concatenate([batch_indices(s, batch, n, seed=0) for s in range(25)])  # 200 = 4 epochs
+    for epoch in range(4):
+        assert sorted(seen[epoch * n:(epoch + 1) * n]) == list(range(n))
+    assert not np.array_equal(batch_indices(0, batch, n, seed=0), batch_indices(0, batch, n, seed=1))
+
+
+def test_training_learns_a_small_repeat_task():
+    train, valid = make_datasets(TINY_DATA)
+    cfg = TrainConfig(steps=800, batch_size=64, lr=3e-3, eval_every=0, checkpoint_every=0, log_every=400)
+    for variant in ("autoregressive", "no_input"):
+        torch.manual_seed(0)
+        model = RepeatGRU(TINY_DATA.n_symbols, 32, variant)
+        before = evaluate_model(model, valid, "cpu")["exact_match"]
+        train_model(model, train, valid, cfg, seed=0, device=torch.device("cpu"))
+        after = evaluate_model(model, valid, "cpu")["exact_match"]
+        assert before < 0.2 and after > 0.7, (variant, before, after)  # chance is ~0.01
+
+
+def test_killed_run_resumes_to_the_same_model(tmp_path):
+    train, valid = make_datasets(TINY_DATA)
+    cfg = TrainConfig(steps=60, batch_size=32, checkpoint_every=20, eval_every=0, log_every=20)
+    cpu = torch.device("cpu")
+
+    torch.manual_seed(0)
+    straight = RepeatGRU(6, 16)
+    train_model(straight, train, valid, cfg, seed=0, device=cpu)
+
+    torch.manual_seed(0)
+    killed = RepeatGRU(6, 16)
+    first = train_model(killed, train, valid, cfg, seed=0, device=cpu,
+                        checkpoint_path=tmp_path / "ck.pt", stop_after=50)  # dies after step 50
+    assert not first["finished"] and (tmp_path / "ck.pt").exists()
+    torch.manual_seed(123)  # a fresh process: other initial weights, restored from the checkpoint
+    resumed = RepeatGRU(6, 16)
+    record = train_model(resumed, train, valid, cfg, seed=0, device=cpu, checkpoint_path=tmp_path / "ck.pt")
+    assert record["resumed_from"] == 40 and record["steps_this_run"] == 20 and record["finished"]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
+    train, valid = make_datasets(TINY_DATA)
+    cfg = TrainConfig(steps=20, batch_size=16, checkpoint_every=10, eval_every=0)
+    cpu = torch.device("cpu")
+    train_model(RepeatGRU(6, 16), train, valid, cfg, 0, cpu, tmp_path / "ck.pt", stop_after=10)
+    other = dataclasses.replace(cfg, lr=5e-4)
+    record = train_model(RepeatGRU(6, 16), train, valid, other, 0, cpu, tmp_path / "ck.pt")
+    assert record["resumed_from"] == 0
+
+
+def test_accuracy_summary_counts_only_real_tokens():
+    target = np.array([[1, 2, 0], [3, 4, 5]])
+    pred = np.array([[1, 2, 9], [3, 0, 5]])  # row 0 right (pad ignored), row 1 wrong at position 1
+    summary = accuracy_summary(pred, target, np.array([2, 3]), groups={"kind": np.array([7, 8])})
+    assert summary["exact_match"] == 0.5
+    assert summary["per_position"] == {0: 1.0, 1: 0.5, 2: 1.0}
+    assert summary["per_length"] == {2: 1.0, 3: 0.0}
+    assert summary["per_kind"] == {7: 1.0, 8: 0.0}
