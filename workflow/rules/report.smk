@@ -1,3 +1,7 @@
+localrules:
+    table_base_accuracy,
+
+
 rule table_base_accuracy:
     input:
         metrics=grid_paths(f"data/models/{MODEL_KEY}/metrics.json"),
