@@ -4,6 +4,8 @@ rule make_dataset:
         valid="data/datasets/valid.parquet",
     params:
         data=as_json_arg(config["data"]),
+    conda:
+        "../envs/onion.yaml"
     log:
         "data/logs/make_dataset.log",
     resources:

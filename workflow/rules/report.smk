@@ -9,6 +9,8 @@ rule table_base_accuracy:
         md="data/tables/table1_base_accuracy.md",
         csv="data/tables/table1_base_accuracy.csv",
         tex="data/tables/table1_base_accuracy.tex",
+    conda:
+        "../envs/onion.yaml"
     log:
         "data/logs/table_base_accuracy.log",
     shell:

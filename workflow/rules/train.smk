@@ -10,6 +10,8 @@ rule train_model:
         train=as_json_arg(settings("train")),
         device=config["device"],
         checkpoint=f"data/checkpoints/{MODEL_KEY}/train.pt",
+    conda:
+        "../envs/onion.yaml"
     log:
         f"data/logs/train_model/{MODEL_KEY}.log",
     benchmark:
