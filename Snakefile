@@ -10,6 +10,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/interventions.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -17,6 +18,9 @@ rule all:
     default_target: True
     input:
         rules.table_base_accuracy.output,
+        rules.table_interventions.output,
+        rules.figure_onion_scales.output,
+        rules.figure_das_budget.output,
 
 
 rule datasets:
@@ -32,3 +36,11 @@ rule models:
 rule tables:
     input:
         rules.table_base_accuracy.output,
+        rules.table_interventions.output,
+
+
+rule interventions:
+    input:
+        rules.table_interventions.output,
+        rules.figure_onion_scales.output,
+        rules.figure_das_budget.output,

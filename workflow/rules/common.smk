@@ -72,3 +72,22 @@ def train_runtime_minutes(wildcards):
     size = int(wildcards.size)
     steps_per_second = 400.0 if uses_cuda() else max(1.0, 120.0 * (48 / max(size, 48)) ** 2)
     return int(30 + 3 * settings("train")["steps"] / steps_per_second / 60)
+
+
+INTERVENTION_KINDS = ["linear_unigram", "linear_bigram", "onion", "onion_control"]
+
+
+def intervention_paths(ext, kinds=None):
+    """Every intervention output with extension `ext` (json or parquet) over the grid."""
+    return [
+        path
+        for kind in kinds or INTERVENTION_KINDS
+        for path in grid_paths(f"data/analyses/{MODEL_KEY}/intervention-{kind}.{ext}")
+    ]
+
+
+def intervention_runtime_minutes(wildcards):
+    """A generous wall-time request for one intervention job (CPU speed scales ~ N^2 above N=64)."""
+    size = int(wildcards.size)
+    steps_per_second = 300.0 if uses_cuda() else max(1.0, 80.0 * (48 / max(size, 48)) ** 2)
+    return int(20 + 3 * settings("interventions")["steps"] / steps_per_second / 60)

@@ -1,0 +1,85 @@
+# Interventions on the frozen GRUs' final state (PAPER.md §4): Tables 2 and 5 and two figures.
+
+
+rule train_intervention:
+    input:
+        model=f"data/models/{MODEL_KEY}/model.pt",
+        train=rules.make_dataset.output.train,
+        valid=rules.make_dataset.output.valid,
+    output:
+        result=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}.json",
+        parameters=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}.parquet",
+    wildcard_constraints:
+        kind="|".join(INTERVENTION_KINDS),
+    params:
+        data=as_json_arg(config["data"]),
+        interventions=as_json_arg(settings("interventions")),
+        device=config["device"],
+        checkpoint=f"data/checkpoints/{MODEL_KEY}/intervention-{{kind}}.pt",
+    log:
+        f"data/logs/train_intervention/{MODEL_KEY}/{{kind}}.log",
+    benchmark:
+        f"data/benchmarks/train_intervention/{MODEL_KEY}/{{kind}}.tsv"
+    threads: config["threads_per_job"]
+    resources:
+        gpu=1 if uses_cuda() else 0,
+        mem_mb=4000,
+        runtime=intervention_runtime_minutes,
+    shell:
+        # The log is appended to, so a resumed job's log shows the interrupted run too.
+        "python -m onion train-intervention --kind {wildcards.kind} --data {params.data} "
+        "--interventions {params.interventions} --model {input.model} "
+        "--train-data {input.train} --valid-data {input.valid} "
+        "--variant {wildcards.variant} --size {wildcards.size} --seed {wildcards.seed} "
+        "--device {params.device} --threads {threads} --checkpoint {params.checkpoint} "
+        "--out {output.result} --parameters {output.parameters} >> {log} 2>&1"
+
+
+rule table_interventions:
+    input:
+        results=intervention_paths("json"),
+    output:
+        md="data/tables/table2_interventions.md",
+        csv="data/tables/table2_interventions.csv",
+        tex="data/tables/table2_interventions.tex",
+    log:
+        "data/logs/table_interventions.log",
+    shell:
+        "python -m onion table-interventions --results {input.results} "
+        "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+
+
+rule figure_onion_scales:
+    input:
+        parameters=intervention_paths("parquet", kinds=["onion"]),
+    output:
+        report(
+            "data/figures/intervention_onion_scales.pdf",
+            caption="../report/intervention_onion_scales.rst",
+            category="Interventions",
+        ),
+    params:
+        max_length=config["data"]["max_length"],
+    log:
+        "data/logs/figure_onion_scales.log",
+    shell:
+        "python -m onion figure-interventions onion-scales --parameters {input.parameters} "
+        "--max-length {params.max_length} --out {output} > {log} 2>&1"
+
+
+rule figure_das_budget:
+    input:
+        parameters=intervention_paths("parquet", kinds=["linear_unigram", "linear_bigram"]),
+    output:
+        report(
+            "data/figures/intervention_das_budget.pdf",
+            caption="../report/intervention_das_budget.rst",
+            category="Interventions",
+        ),
+    params:
+        max_length=config["data"]["max_length"],
+    log:
+        "data/logs/figure_das_budget.log",
+    shell:
+        "python -m onion figure-interventions das-budget --parameters {input.parameters} "
+        "--max-length {params.max_length} --out {output} > {log} 2>&1"
