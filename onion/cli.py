@@ -139,6 +139,163 @@ def cmd_figure_interventions(args) -> None:
     log(f"wrote {args.out}")
 
 
+def _model_keys(args) -> dict:
+    return {"variant": args.variant, "size": args.size, "seed": args.seed}
+
+
+def _load_checked_model(args, device):
+    from onion.model import load_model
+    model = load_model(args.model, device)
+    if (model.variant, model.hidden_size) != (args.variant, args.size):
+        raise ValueError(f"{args.model}: a {model.variant} N={model.hidden_size} model, "
+                         f"not {args.variant} N={args.size}")
+    return model
+
+
+def cmd_extract_trajectories(args) -> None:
+    import time
+    from onion.data import read_sequences
+    from onion.extract import ExtractConfig, trajectories_table, trajectory_examples, write_parquet
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    data_cfg = from_dict(DataConfig, args.data, "data")
+    cfg = from_dict(ExtractConfig, args.extract, "extract")
+    began = time.perf_counter()
+    model = _load_checked_model(args, device)
+    valid = read_sequences(args.valid_data, data_cfg.max_length)
+    examples = trajectory_examples(cfg, valid, data_cfg.n_symbols)
+    table = trajectories_table(model, examples, args.variant, args.size, args.seed)
+    write_parquet(table, args.out)
+    log(f"wrote {table.num_rows} steps of {len(examples)} examples to {args.out} "
+        f"({Path(args.out).stat().st_size / 1e6:.2f} MB, {time.perf_counter() - began:.1f} s)")
+
+
+def cmd_extract_states(args) -> None:
+    import time
+    from onion.data import SequenceSet, read_sequences
+    from onion.extract import ExtractConfig, states_table, write_parquet
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    data_cfg = from_dict(DataConfig, args.data, "data")
+    cfg = from_dict(ExtractConfig, args.extract, "extract")
+    began = time.perf_counter()
+    model = _load_checked_model(args, device)
+    train = read_sequences(args.train_data, data_cfg.max_length)
+    if cfg.n_train_states > len(train):
+        raise ValueError(f"extract.n_train_states={cfg.n_train_states} exceeds the {len(train)} "
+                         f"sequences of {args.train_data}")
+    train = SequenceSet(train.tokens[:cfg.n_train_states], train.lengths[:cfg.n_train_states])
+    valid = read_sequences(args.valid_data, data_cfg.max_length)
+    table = states_table(model, {"train": train, "valid": valid}, device, args.variant, args.size,
+                         args.seed, cfg.batch_size)
+    write_parquet(table, args.out)
+    log(f"wrote final states of {len(train)} train and {len(valid)} valid sequences to {args.out} "
+        f"({Path(args.out).stat().st_size / 1e6:.2f} MB, {time.perf_counter() - began:.1f} s)")
+
+
+def cmd_train_probe(args) -> None:
+    from onion.extract import read_states, write_parquet
+    from onion.probes import ProbeConfig, breakdown_table, evaluate_probe, onion_scales, train_probe
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    data_cfg = from_dict(DataConfig, args.data, "data")
+    cfg = from_dict(ProbeConfig, args.probes, "probes")
+    h, train, keys = read_states(args.states, "train", data_cfg.max_length)
+    h_valid, valid, _ = read_states(args.states, "valid", data_cfg.max_length)
+    log(f"training the {args.kind} probe on {len(train)} states of {keys} on {device} "
+        f"({torch.get_num_threads()} threads): {cfg}")
+    probe, record = train_probe(args.kind, h, train, data_cfg.n_symbols, cfg, keys["seed"], device,
+                                args.checkpoint, eval_every=args.eval_every, valid=(h_valid, valid))
+    metrics = evaluate_probe(probe, h_valid, valid, device)
+    log(f"{args.kind} probe: exact match {metrics['exact_match']:.4f} on {metrics['n']} held-out states")
+    extra = {"scales": onion_scales(probe)} if args.kind == "onion" else {}
+    write_parquet(breakdown_table(metrics, args.kind, **keys), args.breakdown)
+    write_json(args.out, {**keys, "kind": args.kind, "steps": cfg.steps, "n_train_states": len(train),
+                          "device": str(device), **metrics, "config": dataclasses.asdict(cfg),
+                          "training": record, **extra})
+    if args.checkpoint:
+        Path(args.checkpoint).unlink(missing_ok=True)
+
+
+def cmd_table_probes(args) -> None:
+    from onion.tables import read_metrics, summarize, write_table
+    results = read_metrics(args.results)
+    rows = {(kind, variant): cells for (kind, variant), cells in paper.PROBES.items()}
+    summary = summarize(results, ["kind", "variant"], "exact_match", rows)
+    steps = ", ".join(str(s) for s in sorted(results["steps"].unique()))
+    write_table(summary, ["kind", "variant"], "Table 4: exact match of probes on the final state "
+                f"({steps} training steps; the paper: 60000)", args.md, args.csv, args.tex)
+    log(f"wrote {args.md}, {args.csv}, {args.tex} from {len(results)} probes")
+
+
+def cmd_figure(args) -> None:
+    from onion import figures
+    from onion.tables import read_metrics
+    outputs = [args.pdf, args.png]
+    if args.figure == "gates":
+        figures.figure_gates(args.inputs[-1], args.inputs[0], outputs, args.channels)
+    elif args.figure == "gates-all":
+        figures.figure_all_channels(args.inputs[0], outputs)
+    else:
+        figures.figure_probes(read_metrics(args.inputs), outputs, args.size, args.variant)
+    log(f"wrote {args.pdf} and {args.png}")
+
+
+def _add_probe_commands(sub) -> None:
+    def model_args(p):
+        p.add_argument("--data", type=_json_arg, default={}, help="data config as JSON")
+        p.add_argument("--extract", type=_json_arg, default={}, help="extract config as JSON")
+        p.add_argument("--model", required=True, help="the trained model.pt")
+        p.add_argument("--valid-data", required=True)
+        p.add_argument("--variant", default="autoregressive")
+        p.add_argument("--size", type=int, required=True)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--threads", type=int, default=None)
+        p.add_argument("--out", required=True, help="output Parquet")
+
+    p = sub.add_parser("extract-trajectories", help="per-step hidden states and gates to Parquet")
+    model_args(p)
+    p.set_defaults(func=cmd_extract_trajectories)
+
+    p = sub.add_parser("extract-states", help="final states h_L of train and valid sequences to Parquet")
+    model_args(p)
+    p.add_argument("--train-data", required=True)
+    p.set_defaults(func=cmd_extract_states)
+
+    p = sub.add_parser("train-probe", help="train and evaluate one probe on stored final states")
+    p.add_argument("--kind", required=True,
+                   choices=["linear", "mlp", "onion", "gru_autoregressive", "gru_no_input"])
+    p.add_argument("--data", type=_json_arg, default={}, help="data config as JSON")
+    p.add_argument("--probes", type=_json_arg, default={}, help="probe config as JSON")
+    p.add_argument("--states", required=True, help="final_states.parquet from extract-states")
+    p.add_argument("--eval-every", type=int, default=0, help="log held-out accuracy every n steps")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--checkpoint", default=None, help="resumable checkpoint path")
+    p.add_argument("--out", required=True, help="output accuracy JSON")
+    p.add_argument("--breakdown", required=True, help="output Parquet: per-position/length accuracy")
+    p.set_defaults(func=cmd_train_probe)
+
+    p = sub.add_parser("table-probes", help="Table 4 from probe JSON files")
+    p.add_argument("--results", nargs="+", required=True)
+    p.add_argument("--md", required=True)
+    p.add_argument("--csv", required=True)
+    p.add_argument("--tex", required=True)
+    p.set_defaults(func=cmd_table_probes)
+
+    p = sub.add_parser("figure", help="Fig. 2 (gates), Fig. 5 (gates-all) or Fig. 4 (probes)")
+    p.add_argument("figure", choices=["gates", "gates-all", "probes"])
+    p.add_argument("--inputs", nargs="+", required=True,
+                   help="trajectories.parquet (gates: smallest then largest model) or probe JSONs")
+    p.add_argument("--channels", type=int, default=64, help="gates: channels of the largest model")
+    p.add_argument("--size", type=int, default=64, help="probes: model size")
+    p.add_argument("--variant", default="autoregressive", help="probes: model variant")
+    p.add_argument("--pdf", required=True)
+    p.add_argument("--png", required=True)
+    p.set_defaults(func=cmd_figure)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m onion", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=9)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_figure_interventions)
+    _add_probe_commands(sub)
     return parser
 
 

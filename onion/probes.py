@@ -250,3 +250,17 @@ def onion_scales(probe: OnionProbe) -> dict:
         return {"g": probe.g.cpu().tolist(), "gamma": probe.gamma.cpu().tolist(),
                 "beta": probe.beta.cpu().tolist(), "b": probe.b.cpu().tolist(),
                 "s": probe.scales().cpu().tolist()}  # [L_max][N]
+
+
+def breakdown_table(summary: dict, kind: str, variant: str, size: int, seed: int):
+    """Per-position token accuracy and per-length exact match as a long Parquet-ready table:
+    columns variant, size, seed, probe, breakdown ("position" | "length"), index, accuracy."""
+    import pyarrow as pa
+    rows = [(b, i, a) for b in ("position", "length") for i, a in summary[f"per_{b}"].items()]
+    n = len(rows)
+    return pa.table({"variant": pa.array([variant] * n, pa.string()),
+                     "size": pa.array([size] * n, pa.int32()), "seed": pa.array([seed] * n, pa.int32()),
+                     "probe": pa.array([kind] * n, pa.string()),
+                     "breakdown": pa.array([r[0] for r in rows], pa.string()),
+                     "index": pa.array([r[1] for r in rows], pa.int16()),
+                     "accuracy": pa.array([r[2] for r in rows], pa.float32())})

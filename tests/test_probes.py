@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from onion.cli import main
+from onion.data import random_sequences
+from onion.extract import read_states, states_table, write_parquet
+from onion.probes import (KINDS, OnionProbe, ProbeConfig, evaluate_probe, make_probe, onion_scales,
+                          train_probe)
+from onion.toymodels import OnionModel, SlotModel
+
+
+def _states_file(tmp_path, model, cfg, rng, n_train=20_000, n_valid=1_000):
+    """Final states of a hand-built model written to Parquet: the probes read them from there."""
+    train, valid = random_sequences(rng, n_train, cfg), random_sequences(rng, n_valid, cfg)
+    path = tmp_path / "final_states.parquet"
+    write_parquet(states_table(model, {"train": train, "valid": valid}, "cpu", "autoregressive",
+                               model.hidden_size, 0), path)
+    return path
+
+
+def _fit(path, kind, cfg):
+    h, train, _ = read_states(path, "train", 9)
+    h_valid, valid, _ = read_states(path, "valid", 9)
+    probe, record = train_probe(kind, h, train, 30, cfg, seed=0, device="cpu")
+    return evaluate_probe(probe, h_valid, valid, "cpu"), probe, record
+
+
+def test_onion_probe_reads_the_hand_built_onion_model(tmp_path, small_data_cfg, rng):
+    # γ = 0.4 leaves the last of 9 tokens at 0.4^8 ≈ 7e-4 of the first: the peeling must be precise,
+    # which a decaying learning rate gives in a few thousand steps.
+    path = _states_file(tmp_path, OnionModel(gamma=0.4), small_data_cfg, rng)
+    cfg = ProbeConfig(steps=8000, lr=1e-2, lr_schedule="cosine", log_every=2000)
+    summary, probe, _ = _fit(path, "onion", cfg)
+    assert summary["exact_match"] >= 0.95, summary
+    gamma = np.median(onion_scales(probe)["gamma"])
+    assert abs(gamma - 0.4) < 0.02  # the probe recovers the model's decay
+
+
+def test_linear_probe_reads_the_slot_model(tmp_path, small_data_cfg, rng):
+    path = _states_file(tmp_path, SlotModel(), small_data_cfg, rng)
+    summary, _, _ = _fit(path, "linear", ProbeConfig(steps=1500, lr=1e-2, log_every=1000))
+    assert summary["exact_match"] >= 0.95, summary
+
+
+def test_linear_probe_fails_on_the_onion_model(tmp_path, small_data_cfg, rng):
+    # the contrast the paper draws: position magnitudes, not subspaces, defeat a linear read-out
+    path = _states_file(tmp_path, OnionModel(gamma=0.4), small_data_cfg, rng)
+    summary, _, _ = _fit(path, "linear", ProbeConfig(steps=1500, lr=1e-2, log_every=1000))
+    assert summary["exact_match"] < 0.5
+    assert summary["per_position"][0] > 0.95  # the outermost layer is linearly readable
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_probe_shapes_and_loss(kind):
+    torch.manual_seed(0)
+    probe = make_probe(kind, hidden_size=16, n_symbols=30, max_length=9)
+    h = torch.randn(5, 16)
+    tokens = torch.randint(0, 30, (5, 9))
+    lengths = torch.tensor([2, 9, 5, 3, 7])
+    loss = probe.loss(h, tokens, lengths)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert probe.predict(h).shape == (5, 9)
+
+
+def test_onion_probe_teacher_forcing_and_scales():
+    probe = OnionProbe(hidden_size=8, n_symbols=30, max_length=9)
+    s = probe.scales().detach()
+    t = torch.arange(9.0)[:, None]
+    torch.testing.assert_close(s, 0.9 ** t + 0.1 * t + 0 * s)  # g=1, γ=0.9, β=0.1, b=0 at init
+    h = torch.randn(3, 8)
+    tokens = torch.randint(0, 30, (3, 9))
+    with torch.no_grad():
+        forced = probe.run(h, tokens)
+        # by hand: the classifier sees h minus the scaled embeddings of the true earlier tokens
+        rest = h - (s[:4, None] * probe.embedding(tokens[:, :4]).transpose(0, 1)).sum(0)
+        torch.testing.assert_close(forced[:, 4], probe.classifier(rest))
+
+
+def test_resume_gives_the_same_probe(tmp_path, small_data_cfg, rng):
+    train = random_sequences(rng, 2000, small_data_cfg)
+    h = np.random.default_rng(1).normal(size=(2000, 16)).astype(np.float32)
+    cfg = ProbeConfig(steps=40, checkpoint_every=20, log_every=20)
+    ck = tmp_path / "probe.pt"
+    full, _ = train_probe("gru_autoregressive", h, train, 30, cfg, seed=3, device="cpu")
+    train_probe("gru_autoregressive", h, train, 30, cfg, seed=3, device="cpu", checkpoint_path=ck,
+                stop_after=20)
+    assert ck.exists()
+    resumed, record = train_probe("gru_autoregressive", h, train, 30, cfg, seed=3, device="cpu",
+                                  checkpoint_path=ck)
+    assert record["resumed_from"] == 20
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_cli_train_probe_writes_json_and_parquet(tmp_path, small_data_cfg, rng):
+    path = _states_file(tmp_path, SlotModel(), small_data_cfg, rng, n_train=2000, n_valid=200)
+    out, breakdown = tmp_path / "probe-onion.json", tmp_path / "probe-onion.parquet"
+    rc = main(["train-probe", "--kind", "onion", "--probes", json.dumps({"steps": 20, "log_every": 10}),
+               "--states", str(path), "--device", "cpu", "--threads", "1",
+               "--out", str(out), "--breakdown", str(breakdown)])
+    assert rc == 0
+    record = json.loads(out.read_text())
+    assert {"variant", "size", "seed", "kind", "exact_match", "per_position", "scales"} <= set(record)
+    assert np.array(record["scales"]["s"]).shape == (9, 45)
+    table = pd.read_parquet(breakdown)
+    assert set(table.breakdown) == {"position", "length"}
+    assert (table.probe == "onion").all() and (table["size"] == 45).all()
+
+
+def test_probe_config_rejects_unknown_keys():
+    from onion.config import from_dict
+    with pytest.raises(ValueError, match="unknown key"):
+        from_dict(ProbeConfig, {"stepz": 3}, "probes")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        ProbeConfig(lr_schedule="linear")
