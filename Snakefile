@@ -11,6 +11,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/interventions.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/probes.smk"
+include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -21,6 +24,10 @@ rule all:
         rules.table_interventions.output,
         rules.figure_onion_scales.output,
         rules.figure_das_budget.output,
+        rules.table_probes.output,
+        rules.figure_gates.output,
+        rules.figure_probes.output,
+        rules.figure_gates_all_channels.output,
 
 
 rule datasets:
@@ -37,6 +44,7 @@ rule tables:
     input:
         rules.table_base_accuracy.output,
         rules.table_interventions.output,
+        rules.table_probes.output,
 
 
 rule interventions:
@@ -44,3 +52,22 @@ rule interventions:
         rules.table_interventions.output,
         rules.figure_onion_scales.output,
         rules.figure_das_budget.output,
+
+
+rule states:
+    input:
+        grid_paths(f"data/states/{MODEL_KEY}/final_states.parquet"),
+        grid_paths(f"data/states/{MODEL_KEY}/trajectories.parquet"),
+
+
+rule probes:
+    input:
+        rules.table_probes.output,
+        rules.figure_probes.output,
+
+
+rule figures:
+    input:
+        rules.figure_gates.output,
+        rules.figure_probes.output,
+        rules.figure_gates_all_channels.output,

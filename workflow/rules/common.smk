@@ -91,3 +91,28 @@ def intervention_runtime_minutes(wildcards):
     size = int(wildcards.size)
     steps_per_second = 300.0 if uses_cuda() else max(1.0, 80.0 * (48 / max(size, 48)) ** 2)
     return int(20 + 3 * settings("interventions")["steps"] / steps_per_second / 60)
+
+
+PROBE_KINDS = ["linear", "mlp", "onion", "gru_autoregressive", "gru_no_input"]
+
+
+def probe_paths(ext, kinds=None, variants=None, sizes=None):
+    """Every probe output with extension `ext` (json or parquet) over the grid."""
+    return [
+        path
+        for kind in kinds or PROBE_KINDS
+        for path in grid_paths(f"data/analyses/{MODEL_KEY}/probe-{kind}.{ext}", variants, sizes)
+    ]
+
+
+def figure_model(size):
+    """Wildcards of the model a single-model figure shows: the first seed, autoregressive if run."""
+    variant = "autoregressive" if "autoregressive" in VARIANTS else VARIANTS[0]
+    return {"variant": variant, "size": size, "seed": SEEDS[0]}
+
+
+def probe_runtime_minutes(wildcards):
+    """A generous wall-time request for one probe job (the GRU probes are the slowest)."""
+    size = int(wildcards.size)
+    steps_per_second = 300.0 if uses_cuda() else max(1.0, 100.0 * (48 / max(size, 48)) ** 2)
+    return int(10 + 3 * settings("probes")["steps"] / steps_per_second / 60)

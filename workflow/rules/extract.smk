@@ -1,0 +1,56 @@
+# Hidden states and gates of each trained GRU to Parquet (PAPER.md §3, §5, §6); schema in README.md.
+
+
+rule extract_trajectories:
+    input:
+        model=f"data/models/{MODEL_KEY}/model.pt",
+        valid=rules.make_dataset.output.valid,
+    output:
+        f"data/states/{MODEL_KEY}/trajectories.parquet",
+    params:
+        data=as_json_arg(config["data"]),
+        extract=as_json_arg(settings("extract")),
+        device=config["device"],
+    conda:
+        "../envs/onion.yaml"
+    log:
+        f"data/logs/extract_trajectories/{MODEL_KEY}.log",
+    threads: config["threads_per_job"]
+    resources:
+        gpu=1 if uses_cuda() else 0,
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m onion extract-trajectories --data {params.data} --extract {params.extract} "
+        "--model {input.model} --valid-data {input.valid} "
+        "--variant {wildcards.variant} --size {wildcards.size} --seed {wildcards.seed} "
+        "--device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule extract_final_states:
+    input:
+        model=f"data/models/{MODEL_KEY}/model.pt",
+        train=rules.make_dataset.output.train,
+        valid=rules.make_dataset.output.valid,
+    output:
+        f"data/states/{MODEL_KEY}/final_states.parquet",
+    params:
+        data=as_json_arg(config["data"]),
+        extract=as_json_arg(settings("extract")),
+        device=config["device"],
+    conda:
+        "../envs/onion.yaml"
+    log:
+        f"data/logs/extract_final_states/{MODEL_KEY}.log",
+    benchmark:
+        f"data/benchmarks/extract_final_states/{MODEL_KEY}.tsv"
+    threads: config["threads_per_job"]
+    resources:
+        gpu=1 if uses_cuda() else 0,
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "python -m onion extract-states --data {params.data} --extract {params.extract} "
+        "--model {input.model} --train-data {input.train} --valid-data {input.valid} "
+        "--variant {wildcards.variant} --size {wildcards.size} --seed {wildcards.seed} "
+        "--device {params.device} --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,66 @@
+# Figures 2, 4 and 5 of the paper; they read Parquet/JSON only, so rebuilding one retrains nothing.
+
+FIG4_SIZE = 64 if 64 in SIZES else min(SIZES)
+
+
+rule figure_gates:
+    input:
+        small=expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(min(SIZES))),
+        large=expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(max(SIZES))),
+    output:
+        pdf="data/figures/fig2_gates.pdf",
+        png=report(
+            "data/figures/fig2_gates.png",
+            caption="../report/fig2_gates.rst",
+            category="Figures",
+        ),
+    params:
+        channels=64,
+    conda:
+        "../envs/onion.yaml"
+    log:
+        "data/logs/figure_gates.log",
+    shell:
+        "python -m onion figure gates --inputs {input.small} {input.large} "
+        "--channels {params.channels} --pdf {output.pdf} --png {output.png} > {log} 2>&1"
+
+
+rule figure_probes:
+    input:
+        results=probe_paths("json", variants=[figure_model(FIG4_SIZE)["variant"]], sizes=[FIG4_SIZE]),
+    output:
+        pdf="data/figures/fig4_probes.pdf",
+        png=report(
+            "data/figures/fig4_probes.png",
+            caption="../report/fig4_probes.rst",
+            category="Figures",
+        ),
+    params:
+        size=FIG4_SIZE,
+        variant=figure_model(FIG4_SIZE)["variant"],
+    conda:
+        "../envs/onion.yaml"
+    log:
+        "data/logs/figure_probes.log",
+    shell:
+        "python -m onion figure probes --inputs {input.results} --size {params.size} "
+        "--variant {params.variant} --pdf {output.pdf} --png {output.png} > {log} 2>&1"
+
+
+rule figure_gates_all_channels:
+    input:
+        expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(max(SIZES))),
+    output:
+        pdf="data/figures/fig5_gates_all_channels.pdf",
+        png=report(
+            "data/figures/fig5_gates_all_channels.png",
+            caption="../report/fig5_gates_all_channels.rst",
+            category="Figures",
+        ),
+    conda:
+        "../envs/onion.yaml"
+    log:
+        "data/logs/figure_gates_all_channels.log",
+    shell:
+        "python -m onion figure gates-all --inputs {input} "
+        "--pdf {output.pdf} --png {output.png} > {log} 2>&1"

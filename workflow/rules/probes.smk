@@ -1,0 +1,49 @@
+# Probes on the stored final states (PAPER.md §5) and Table 4.
+
+
+rule train_probe:
+    input:
+        states=rules.extract_final_states.output,
+    output:
+        result=f"data/analyses/{MODEL_KEY}/probe-{{kind}}.json",
+        breakdown=f"data/analyses/{MODEL_KEY}/probe-{{kind}}.parquet",
+    wildcard_constraints:
+        kind="|".join(PROBE_KINDS),
+    params:
+        data=as_json_arg(config["data"]),
+        probes=as_json_arg(settings("probes")),
+        device=config["device"],
+        checkpoint=f"data/checkpoints/{MODEL_KEY}/probe-{{kind}}.pt",
+    conda:
+        "../envs/onion.yaml"
+    log:
+        f"data/logs/train_probe/{MODEL_KEY}/{{kind}}.log",
+    benchmark:
+        f"data/benchmarks/train_probe/{MODEL_KEY}/{{kind}}.tsv"
+    threads: config["threads_per_job"]
+    resources:
+        gpu=1 if uses_cuda() else 0,
+        mem_mb=6000,
+        runtime=probe_runtime_minutes,
+    shell:
+        # The log is appended to, so a resumed job's log shows the interrupted run too.
+        "python -m onion train-probe --kind {wildcards.kind} --data {params.data} "
+        "--probes {params.probes} --states {input.states} "
+        "--device {params.device} --threads {threads} --checkpoint {params.checkpoint} "
+        "--out {output.result} --breakdown {output.breakdown} >> {log} 2>&1"
+
+
+rule table_probes:
+    input:
+        results=probe_paths("json"),
+    output:
+        md="data/tables/table4_probes.md",
+        csv="data/tables/table4_probes.csv",
+        tex="data/tables/table4_probes.tex",
+    conda:
+        "../envs/onion.yaml"
+    log:
+        "data/logs/table_probes.log",
+    shell:
+        "python -m onion table-probes --results {input.results} "
+        "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
