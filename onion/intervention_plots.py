@@ -57,14 +57,16 @@ def plot_onion_scales(paths, out, max_length: int = 9) -> None:
 
 def plot_das_budget(paths, out, max_length: int = 9) -> None:
     """Rotated dimensions assigned to each position (unigram) or bigram, mean over seeds;
-    one panel per (variant, kind), one bar group per size; the last group is 'unassigned'."""
+    one panel per (variant, kind), one bar per size; the last group is 'unassigned'."""
     params = read_parameters(paths)
     params = params[params["kind"].isin(["linear_unigram", "linear_bigram"])]
     if params.empty:
         raise ValueError("no linear intervention parameters among the inputs")
-    panels = sorted(params.groupby(["variant", "kind"]).groups)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
-    for ax, (variant, kind) in zip(axes[0], panels):
+    variants = sorted(params["variant"].unique())
+    kinds = [k for k in ("linear_unigram", "linear_bigram") if k in set(params["kind"])]
+    fig, axes = plt.subplots(len(variants), len(kinds), figsize=(5 * len(kinds), 3.5 * len(variants)),
+                             squeeze=False)
+    for ax, (variant, kind) in zip(axes.flat, [(v, k) for v in variants for k in kinds]):
         part = params[(params["variant"] == variant) & (params["kind"] == kind)]
         sizes = sorted(part["size"].unique())
         width = 0.8 / len(sizes)
