@@ -79,7 +79,7 @@ def cmd_table_base(args) -> None:
 def cmd_benchmark_training(args) -> None:
     from onion.benchmark import benchmark_training
     set_threads(args.threads)
-    results = benchmark_training(args.sizes, args.steps, resolve_device(args.device))
+    results = benchmark_training(args.sizes, args.steps, resolve_device(args.device), args.rounds)
     if args.out:
         results.to_csv(args.out, index=False)
     print(results.to_string(index=False))
@@ -333,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=4, help="alternations of the two loops per size")
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_benchmark_training)
     p = sub.add_parser("train-intervention", help="train and evaluate one intervention on a frozen GRU")
