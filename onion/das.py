@@ -36,9 +36,10 @@ class LinearDAS(nn.Module):
         """h_base, h_source [B, N], variables [B, V] bool -> intervened state [B, N]."""
         assign = self.assignment(generator)[:, :self.n_variables]  # [N, V]
         take = variables.to(assign.dtype) @ assign.T  # [B, N], 1 where the dim comes from the source
-        base, source = self.rotation(h_base), self.rotation(h_source)  # R h, [B, N]
+        rotation = self.rotation.weight  # R [N, N], orthogonal (computed once per call)
+        base, source = h_base @ rotation.T, h_source @ rotation.T  # R h, [B, N]
         mixed = base + take * (source - base)
-        return mixed @ self.rotation.weight  # R^T applied to each row
+        return mixed @ rotation  # R^T applied to each row
 
     def forward(self, model, batch: dict) -> torch.Tensor:
         with torch.no_grad():

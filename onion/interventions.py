@@ -92,6 +92,7 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
     optimizer = make_optimizer(intervention.parameters(), cfg)
     identity = {"kind": kind, "config": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
                 "model": getattr(model, "hyperparameters", lambda: type(model).__name__)(),
+                "model_checksum": float(sum(v.double().sum() for v in before.values())),
                 "n_train": len(train)}
     start = 0
     state = load_checkpoint(checkpoint_path, identity, device) if checkpoint_path else None
