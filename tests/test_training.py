@@ -72,3 +72,16 @@ def test_accuracy_summary_counts_only_real_tokens():
     assert summary["per_position"] == {0: 1.0, 1: 0.5, 2: 1.0}
     assert summary["per_length"] == {2: 1.0, 3: 0.0}
     assert summary["per_kind"] == {7: 1.0, 8: 0.0}
+
+
+def test_benchmark_reference_loop_computes_the_same_loss():
+    from onion.benchmark import reference_step
+    from onion.training import packed_loss
+    torch.manual_seed(0)
+    model = RepeatGRU(30, 16)
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(2, 10, (32,), generator=g)
+    tokens = torch.randint(0, 30, (32, 9), generator=g) * (torch.arange(9)[None, :] < lengths[:, None])
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)
+    torch.testing.assert_close(reference_step(model, frozen, tokens, lengths),
+                               packed_loss(model, tokens, lengths).detach(), rtol=1e-5, atol=1e-6)
