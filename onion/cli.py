@@ -218,10 +218,14 @@ def cmd_train_probe(args) -> None:
 
 
 def cmd_table_probes(args) -> None:
+    import pandas as pd
+    from onion.probes import KINDS
     from onion.tables import read_metrics, summarize, write_table
     results = read_metrics(args.results)
     rows = {(kind, variant): cells for (kind, variant), cells in paper.PROBES.items()}
     summary = summarize(results, ["kind", "variant"], "exact_match", rows)
+    summary["kind"] = pd.Categorical(summary["kind"], categories=KINDS, ordered=True)  # paper's order
+    summary = summary.sort_values(["kind", "variant", "size"])
     steps = ", ".join(str(s) for s in sorted(results["steps"].unique()))
     write_table(summary, ["kind", "variant"], "Table 4: exact match of probes on the final state "
                 f"({steps} training steps; the paper: 60000)", args.md, args.csv, args.tex)

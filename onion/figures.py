@@ -17,8 +17,8 @@ from onion import paper  # noqa: E402
 from onion.extract import vectors  # noqa: E402
 from onion.probes import KINDS  # noqa: E402
 
-PROBE_LABELS = {"linear": "Linear", "mlp": "MLP", "onion": "Onion", "gru_autoregressive": "GRU – AR",
-                "gru_no_input": "GRU – no input"}
+PROBE_LABELS = {"linear": "Linear", "mlp": "MLP", "onion": "Onion", "gru_autoregressive": "GRU –\nAR",
+                "gru_no_input": "GRU –\nno input"}
 
 
 def save(fig, outputs) -> None:
