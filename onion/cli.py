@@ -182,8 +182,8 @@ def cmd_extract_states(args) -> None:
     model = _load_checked_model(args, device)
     train = read_sequences(args.train_data, data_cfg.max_length)
     if cfg.n_train_states > len(train):
-        raise ValueError(f"extract.n_train_states={cfg.n_train_states} exceeds the {len(train)} "
-                         f"sequences of {args.train_data}")
+        log(f"extract.n_train_states={cfg.n_train_states} exceeds the {len(train)} sequences of "
+            f"{args.train_data}: using all of them")
     train = SequenceSet(train.tokens[:cfg.n_train_states], train.lengths[:cfg.n_train_states])
     valid = read_sequences(args.valid_data, data_cfg.max_length)
     table = states_table(model, {"train": train, "valid": valid}, device, args.variant, args.size,

@@ -35,7 +35,7 @@ class ExtractConfig:
 
     texts: tuple[str, ...] = ("ab1cadf2",)  # fixed inputs for the trajectories (Fig. 2)
     n_trajectory_examples: int = 16  # plus this many validation sequences
-    n_train_states: int = 100_000  # final states of the first n training sequences
+    n_train_states: int = 100_000  # final states of the first n training sequences (all if fewer)
     batch_size: int = 4096
 
     def __post_init__(self):
