@@ -118,12 +118,16 @@ def cmd_train_intervention(args) -> None:
 
 
 def cmd_table_interventions(args) -> None:
+    import pandas as pd
+    from onion.counterfactuals import KINDS
     from onion.tables import read_metrics, summarize, write_table
     results = read_metrics(args.results)
     rows = {(variant, kind): cells for variant, kinds in paper.INTERVENTIONS.items()
             for kind, cells in kinds.items()}
     rows[("autoregressive", "onion_control")] = {64: (paper.ONION_CONTROL_N64_AR, float("nan"))}
     summary = summarize(results, ["variant", "kind"], "exact_match", rows)
+    summary["kind"] = pd.Categorical(summary["kind"], categories=KINDS, ordered=True)  # paper's order
+    summary = summary.sort_values(["variant", "kind", "size"])
     steps = ", ".join(str(s) for s in sorted(results["steps"].unique()))
     write_table(summary, ["variant", "kind"], "Tables 2 (autoregressive) and 5 (no input): exact match "
                 f"of interventions on the final state ({steps} training steps; the paper: 60000)",
