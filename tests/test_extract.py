@@ -128,3 +128,23 @@ def test_read_states_rejects_wrong_file(tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(path)
     with pytest.raises(ValueError, match="not a final-states file"):
         read_states(path, "train")
+
+
+def test_figures_from_parquet_and_json(tmp_path):
+    from onion import figures
+    paths = []
+    for size in (8, 12):
+        path = tmp_path / f"traj{size}.parquet"
+        write_parquet(trajectories_table(_model(size=size), [encode_text("ab1cadf2")], "autoregressive",
+                                         size, 0), path)
+        paths.append(path)
+    figures.figure_gates(paths[1], paths[0], [tmp_path / "fig2.pdf", tmp_path / "fig2.png"])
+    figures.figure_all_channels(paths[1], [tmp_path / "fig5.png"])
+    results = pd.DataFrame({"variant": "autoregressive", "size": 64, "seed": [0, 1, 0, 1],
+                            "kind": ["onion", "onion", "linear", "linear"],
+                            "exact_match": [0.9, 0.95, 0.01, 0.02]})
+    figures.figure_probes(results, [tmp_path / "fig4.pdf"])
+    for name in ("fig2.pdf", "fig2.png", "fig5.png", "fig4.pdf"):
+        assert (tmp_path / name).stat().st_size > 1000
+    with pytest.raises(ValueError, match="no trajectory"):
+        figures.gate_matrix(paths[0], text="zzz")
