@@ -28,6 +28,7 @@ rule all:
         rules.figure_gates.output,
         rules.figure_probes.output,
         rules.figure_gates_all_channels.output,
+        rules.write_summary.output,
 
 
 rule datasets:

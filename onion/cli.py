@@ -76,6 +76,12 @@ def cmd_table_base(args) -> None:
     log(f"wrote {args.md}, {args.csv}, {args.tex} from {len(results)} models")
 
 
+def cmd_summary(args) -> None:
+    from onion.summary import write_summary
+    write_summary(args.base, args.interventions, args.probes, args.out)
+    log(f"wrote {args.out}")
+
+
 def cmd_benchmark_training(args) -> None:
     from onion.benchmark import benchmark_training
     set_threads(args.threads)
@@ -335,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True)
     p.add_argument("--tex", required=True)
     p.set_defaults(func=cmd_table_base)
+
+    p = sub.add_parser("summary", help="one page: which of the paper's claims this run reproduced")
+    p.add_argument("--base", required=True, help="table1_base_accuracy.csv")
+    p.add_argument("--interventions", required=True, help="table2_interventions.csv")
+    p.add_argument("--probes", required=True, help="table4_probes.csv")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("benchmark-training", help="steps/s of our loop vs a pack_padded_sequence loop")
     p.add_argument("--sizes", type=int, nargs="+", default=[48, 64, 128])

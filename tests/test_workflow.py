@@ -17,6 +17,12 @@ TINY = {
              "max_valid_fraction": 0.2, "seed": 0},
     "train": {"steps": 150, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1, "betas": [0.9, 0.999],
               "checkpoint_every": 50, "log_every": 50, "eval_every": 100},
+    "interventions": {"steps": 30, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1,
+                      "betas": [0.9, 0.999], "das_length": 9, "checkpoint_every": 10, "log_every": 10},
+    "extract": {"texts": ["ab1cadf2"], "n_trajectory_examples": 2, "n_train_states": 1000,
+                "batch_size": 512},
+    "probes": {"steps": 30, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1, "betas": [0.9, 0.999],
+               "lr_schedule": "constant", "checkpoint_every": 10, "log_every": 10},
     "device": "cpu",
 }
 
@@ -54,6 +60,20 @@ def test_base_accuracy_table(finished_run):
     assert '"exact_match"' in metrics.read_text()
     log = (finished_run / "data/logs/train_model/variant=no_input/size=8/seed=1.log").read_text()
     assert "step 150/150" in log and "ETA" in log
+
+
+def test_intervention_and_probe_tables_and_figures(finished_run):
+    interventions = pd.read_csv(finished_run / "data/tables/table2_interventions.csv")
+    assert {"linear_unigram", "linear_bigram", "onion", "onion_control"} <= set(interventions["kind"])
+    probes = pd.read_csv(finished_run / "data/tables/table4_probes.csv")
+    assert {"linear", "mlp", "onion", "gru_autoregressive", "gru_no_input"} <= set(probes["kind"])
+    for table in (interventions, probes):
+        assert (table["seeds"] == 2).all() and table["mean"].between(0, 1).all()
+    for name in ("fig2_gates", "fig4_probes", "fig5_gates_all_channels",
+                 "intervention_onion_scales", "intervention_das_budget"):
+        assert (finished_run / f"data/figures/{name}.pdf").stat().st_size > 1000, name
+    states = pd.read_parquet(finished_run / "data/states/variant=autoregressive/size=8/seed=0/final_states.parquet")
+    assert {"variant", "size", "seed"} <= set(states.columns) and (states["size"] == 8).all()
 
 
 def test_second_run_does_nothing(finished_run):
