@@ -117,7 +117,8 @@ def cmd_train_intervention(args) -> None:
     write_parquet(parameter_table(intervention, args.kind, args.variant, args.size, args.seed),
                   args.parameters)
     write_json(args.out, {"variant": args.variant, "size": args.size, "seed": args.seed,
-                          "kind": args.kind, "steps": cfg.steps, "device": str(device), **metrics,
+                          "kind": args.kind, "steps": cfg.steps, "lr": cfg.lr, "device": str(device),
+                          **metrics,
                           "config": dataclasses.asdict(cfg), "training": record})
     if args.checkpoint:
         Path(args.checkpoint).unlink(missing_ok=True)
@@ -134,9 +135,12 @@ def cmd_table_interventions(args) -> None:
     summary = summarize(results, ["variant", "kind"], "exact_match", rows)
     summary["kind"] = pd.Categorical(summary["kind"], categories=KINDS, ordered=True)  # paper's order
     summary = summary.sort_values(["variant", "kind", "size"])
-    steps = ", ".join(str(s) for s in sorted(results["steps"].unique()))
+    if "lr" not in results:
+        results["lr"] = float("nan")
+    runs = results[["steps", "lr"]].drop_duplicates().sort_values(["steps", "lr"])
+    steps = ", ".join(f"{s} steps at lr {lr:g}" for s, lr in runs.itertuples(index=False))
     write_table(summary, ["variant", "kind"], "Tables 2 (autoregressive) and 5 (no input): exact match "
-                f"of interventions on the final state ({steps} training steps; the paper: 60000)",
+                f"of interventions on the final state ({steps}; the paper: 60000 steps at lr 0.001)",
                 args.md, args.csv, args.tex)
     log(f"wrote {args.md}, {args.csv}, {args.tex} from {len(results)} interventions")
 

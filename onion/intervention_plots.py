@@ -76,7 +76,8 @@ def plot_das_budget(paths, out, max_length: int = 9) -> None:
             stats = stats.loc[order]
             x = [k + (i - (len(sizes) - 1) / 2) * width for k in range(len(stats))]
             ax.bar(x, stats["mean"], width, yerr=stats["std"].fillna(0), capsize=2, label=f"N={size}")
-        labels = [str(v + 1) if kind == "linear_unigram" else f"{v + 1}-{v + 2}" for v in order if v >= 0]
+        labels = [str(v + 1) if kind == "linear_unigram" else f"{v + 1}-{v + 2}"
+                  for v in order if v >= 0]
         ax.set_xticks(range(len(order)), labels + ["none"], fontsize=8)
         ax.set_xlabel("position" if kind == "linear_unigram" else "bigram (positions)")
         ax.set_ylabel("rotated dimensions assigned")

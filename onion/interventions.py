@@ -34,7 +34,7 @@ class InterventionConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
-    das_length: int | None = 9  # linear DAS train/valid sequences have this length (authors: 9); None = all
+    das_length: int | None = 9  # length of linear DAS train/valid sequences (authors: 9); None = all
     checkpoint_every: int = 2_000
     log_every: int = 1_000
 

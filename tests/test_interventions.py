@@ -64,7 +64,8 @@ def test_bigram_counterfactuals():
     pos = np.arange(9)[None, :]
     near = (np.abs(pos - k[:, None]) <= 1) & (pos < y.lengths[:, None])
     assert (cf.source[near] == y.tokens[near]).all()
-    assert (cf.source[~near & (pos < y.lengths[:, None])] != y.tokens[~near & (pos < y.lengths[:, None])]).all()
+    far = ~near & (pos < y.lengths[:, None])
+    assert (cf.source[far] != y.tokens[far]).all()
     for row in range(500):  # the moved bigrams are exactly those containing k, inside the sequence
         expected = {t for t in (k[row] - 1, k[row]) if 0 <= t <= y.lengths[row] - 2}
         assert set(np.flatnonzero(cf.variables[row])) == expected
@@ -126,7 +127,8 @@ def test_onion_scales_and_control():
     assert {n for n, _ in control.named_parameters()} == {"embedding", "g", "b"}
     assert torch.equal(control.scales(torch.tensor([0])), control.scales(torch.tensor([7])))
     h = torch.randn(2, 3)  # replacing a token by itself changes nothing
-    assert torch.equal(onion.patch(h, torch.tensor([1, 3]), torch.tensor([2, 4]), torch.tensor([2, 4])), h)
+    same = torch.tensor([2, 4])
+    assert torch.equal(onion.patch(h, torch.tensor([1, 3]), same, same), h)
 
 
 # --- known answers ---------------------------------------------------------------------------
