@@ -12,6 +12,7 @@ import torch
 
 from onion import paper
 from onion.config import DataConfig, TrainConfig, from_dict
+from onion.files import write_json, write_parquet
 from onion.runtime import log, resolve_device, set_threads
 
 
@@ -20,15 +21,6 @@ def _json_arg(text: str) -> dict:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
-
-
-def write_json(path, record: dict) -> None:
-    """Write JSON atomically (a half-written file never looks complete)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def cmd_make_dataset(args) -> None:
@@ -94,7 +86,7 @@ def cmd_benchmark_training(args) -> None:
 def cmd_train_intervention(args) -> None:
     from onion.data import read_sequences
     from onion.interventions import (InterventionConfig, eval_counterfactuals, evaluate_intervention,
-                                     parameter_table, train_intervention, write_parquet)
+                                     parameter_table, train_intervention)
     from onion.model import load_model
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -169,7 +161,7 @@ def _load_checked_model(args, device):
 def cmd_extract_trajectories(args) -> None:
     import time
     from onion.data import read_sequences
-    from onion.extract import ExtractConfig, trajectories_table, trajectory_examples, write_parquet
+    from onion.extract import ExtractConfig, trajectories_table, trajectory_examples
     set_threads(args.threads)
     device = resolve_device(args.device)
     data_cfg = from_dict(DataConfig, args.data, "data")
@@ -187,7 +179,7 @@ def cmd_extract_trajectories(args) -> None:
 def cmd_extract_states(args) -> None:
     import time
     from onion.data import SequenceSet, read_sequences
-    from onion.extract import ExtractConfig, states_table, write_parquet
+    from onion.extract import ExtractConfig, states_table
     set_threads(args.threads)
     device = resolve_device(args.device)
     data_cfg = from_dict(DataConfig, args.data, "data")
@@ -208,7 +200,7 @@ def cmd_extract_states(args) -> None:
 
 
 def cmd_train_probe(args) -> None:
-    from onion.extract import read_states, write_parquet
+    from onion.extract import read_states
     from onion.probes import ProbeConfig, breakdown_table, evaluate_probe, onion_scales, train_probe
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -265,11 +257,7 @@ def _add_probe_commands(sub) -> None:
         p.add_argument("--extract", type=_json_arg, default={}, help="extract config as JSON")
         p.add_argument("--model", required=True, help="the trained model.pt")
         p.add_argument("--valid-data", required=True)
-        p.add_argument("--variant", default="autoregressive")
-        p.add_argument("--size", type=int, required=True)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--device", default="auto")
-        p.add_argument("--threads", type=int, default=None)
+        _model_job_args(p)
         p.add_argument("--out", required=True, help="output Parquet")
 
     p = sub.add_parser("extract-trajectories", help="per-step hidden states and gates to Parquet")
@@ -288,8 +276,7 @@ def _add_probe_commands(sub) -> None:
     p.add_argument("--probes", type=_json_arg, default={}, help="probe config as JSON")
     p.add_argument("--states", required=True, help="final_states.parquet from extract-states")
     p.add_argument("--eval-every", type=int, default=0, help="log held-out accuracy every n steps")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    _device_args(p)
     p.add_argument("--checkpoint", default=None, help="resumable checkpoint path")
     p.add_argument("--out", required=True, help="output accuracy JSON")
     p.add_argument("--breakdown", required=True, help="output Parquet: per-position/length accuracy")
@@ -297,9 +284,7 @@ def _add_probe_commands(sub) -> None:
 
     p = sub.add_parser("table-probes", help="Table 4 from probe JSON files")
     p.add_argument("--results", nargs="+", required=True)
-    p.add_argument("--md", required=True)
-    p.add_argument("--csv", required=True)
-    p.add_argument("--tex", required=True)
+    _table_args(p)
     p.set_defaults(func=cmd_table_probes)
 
     p = sub.add_parser("figure", help="Fig. 2 (gates), Fig. 5 (gates-all) or Fig. 4 (probes)")
@@ -312,6 +297,30 @@ def _add_probe_commands(sub) -> None:
     p.add_argument("--pdf", required=True)
     p.add_argument("--png", required=True)
     p.set_defaults(func=cmd_figure)
+
+
+def _model_key_args(p) -> None:
+    """--variant, --size, --seed: which trained model a job is about."""
+    p.add_argument("--variant", default="autoregressive")
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _device_args(p) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch threads")
+
+
+def _model_job_args(p) -> None:
+    _model_key_args(p)
+    _device_args(p)
+
+
+def _table_args(p) -> None:
+    """Where a table goes: Markdown, CSV and LaTeX."""
+    p.add_argument("--md", required=True)
+    p.add_argument("--csv", required=True)
+    p.add_argument("--tex", required=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -329,11 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=_json_arg, default={}, help="training config as JSON")
     p.add_argument("--train-data", required=True)
     p.add_argument("--valid-data", required=True)
-    p.add_argument("--variant", default="autoregressive")
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    _model_job_args(p)
     p.add_argument("--checkpoint", default=None, help="resumable checkpoint path")
     p.add_argument("--model", required=True, help="output model.pt")
     p.add_argument("--metrics", required=True, help="output metrics.json")
@@ -341,9 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table-base", help="Tables 1/3 from metrics files")
     p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--md", required=True)
-    p.add_argument("--csv", required=True)
-    p.add_argument("--tex", required=True)
+    _table_args(p)
     p.set_defaults(func=cmd_table_base)
 
     p = sub.add_parser("summary", help="one page: which of the paper's claims this run reproduced")
@@ -369,11 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the trained model.pt (kept frozen)")
     p.add_argument("--train-data", required=True)
     p.add_argument("--valid-data", required=True)
-    p.add_argument("--variant", default="autoregressive")
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    _model_job_args(p)
     p.add_argument("--checkpoint", default=None, help="resumable checkpoint path")
     p.add_argument("--out", required=True, help="output accuracy JSON")
     p.add_argument("--parameters", required=True, help="output Parquet of learned parameters")
@@ -381,9 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table-interventions", help="Tables 2/5 from intervention JSON files")
     p.add_argument("--results", nargs="+", required=True)
-    p.add_argument("--md", required=True)
-    p.add_argument("--csv", required=True)
-    p.add_argument("--tex", required=True)
+    _table_args(p)
     p.set_defaults(func=cmd_table_interventions)
 
     p = sub.add_parser("figure-interventions", help="a figure from intervention parameter files")

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from onion.config import DataConfig
+from onion.files import write_parquet
 
 ALPHABET = string.digits + string.ascii_lowercase  # symbols are drawn from "0-9a-z"
 DATASET_SCHEMA = pa.schema([
@@ -164,15 +165,7 @@ def write_sequences(path: str | Path, data: SequenceSet) -> None:
         pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)),
         pa.array(text, type=pa.string()),
     ], schema=DATASET_SCHEMA)
-    _write_atomic(table, path)
-
-
-def _write_atomic(table: pa.Table, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    write_parquet(table, path)
 
 
 def read_sequences(path: str | Path, max_length: int | None = None) -> SequenceSet:

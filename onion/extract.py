@@ -17,7 +17,6 @@ the column), DuckDB as lists (h[1] is channel 0), pyarrow as FixedSizeListArray 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -183,15 +182,6 @@ def states_table(model, splits: dict[str, SequenceSet], device, variant: str, si
             "h": _vectors(final_states(model, data, device, batch_size)),
         }))
     return pa.concat_tables(parts)
-
-
-def write_parquet(table: pa.Table, path) -> None:
-    """zstd Parquet, written atomically (a killed write never looks complete)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
 
 
 def read_states(path, split: str, max_length: int | None = None) -> tuple[np.ndarray, SequenceSet, dict]:

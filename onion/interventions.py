@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from onion.counterfactuals import KINDS, Counterfactuals, make_counterfactuals, n_variables
@@ -207,14 +205,6 @@ def parameter_table(intervention, kind: str, variant: str, size: int, seed: int)
                "kind": [kind] * n, **columns}
     return pa.Table.from_pydict({f.name: pa.array(columns[f.name]).cast(f.type) for f in schema},
                                 schema=schema)
-
-
-def write_parquet(table: pa.Table, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
 
 
 def onion_scale_magnitudes(params, max_length: int):

@@ -43,18 +43,21 @@ def claim_learns_task(base: pd.DataFrame):
 
 def claim_small_ar_interventions(interventions: pd.DataFrame):
     """N = 48/64 autoregressive: linear unigram and bigram ≤ 0.10, onion ≥ 0.70, control ≤ 0.40."""
-    limits = {"linear_unigram": (None, 0.10), "linear_bigram": (None, 0.10), "onion": (0.70, None),
-              "onion_control": (None, 0.40)}
-    lines, ok, seen = [], True, False
+    return _within_limits(interventions, {"linear_unigram": (None, 0.10), "linear_bigram": (None, 0.10),
+                                          "onion": (0.70, None), "onion_control": (None, 0.40)})
+
+
+def _within_limits(table: pd.DataFrame, limits: dict) -> tuple[str, list[str]]:
+    """Verdict on N = 48/64 autoregressive cells: each kind's mean inside its (low, high) limits."""
+    lines, ok = [], True
     for size in (48, 64):
         for kind, (low, high) in limits.items():
-            cell = _cell(interventions, variant="autoregressive", size=size, kind=kind)
+            cell = _cell(table, variant="autoregressive", size=size, kind=kind)
             if cell is None:
                 continue
-            seen = True
             ok &= (low is None or cell[0] >= low) and (high is None or cell[0] <= high)
             lines.append(f"{kind} N={size}: {_fmt(cell)}")
-    return (_verdict(ok) if seen else NOT_TESTABLE), lines
+    return (_verdict(ok) if lines else NOT_TESTABLE), lines
 
 
 def claim_linear_only_large(interventions: pd.DataFrame):
@@ -77,18 +80,8 @@ def claim_linear_only_large(interventions: pd.DataFrame):
 
 def claim_small_ar_probes(probes: pd.DataFrame):
     """N = 48/64 autoregressive: linear and MLP ≤ 0.10, onion and GRU-AR ≥ 0.90, GRU-no-input ≤ 0.50."""
-    limits = {"linear": (None, 0.10), "mlp": (None, 0.10), "onion": (0.90, None),
-              "gru_autoregressive": (0.90, None), "gru_no_input": (None, 0.50)}
-    lines, ok, seen = [], True, False
-    for size in (48, 64):
-        for kind, (low, high) in limits.items():
-            cell = _cell(probes, variant="autoregressive", size=size, kind=kind)
-            if cell is None:
-                continue
-            seen = True
-            ok &= (low is None or cell[0] >= low) and (high is None or cell[0] <= high)
-            lines.append(f"{kind} N={size}: {_fmt(cell)}")
-    return (_verdict(ok) if seen else NOT_TESTABLE), lines
+    return _within_limits(probes, {"linear": (None, 0.10), "mlp": (None, 0.10), "onion": (0.90, None),
+                                   "gru_autoregressive": (0.90, None), "gru_no_input": (None, 0.50)})
 
 
 def claim_no_input_linear(interventions: pd.DataFrame, probes: pd.DataFrame):

@@ -7,7 +7,8 @@ import torch
 
 from onion.data import encode_text, sos_token
 from onion.extract import (ExtractConfig, final_states, read_states, states_table, trajectories_table,
-                           trajectory, trajectory_examples, vectors, write_parquet)
+                           trajectory, trajectory_examples, vectors)
+from onion.files import write_parquet
 from onion.model import RepeatGRU
 from onion.toymodels import SlotModel
 

@@ -7,7 +7,8 @@ import torch
 
 from onion.cli import main
 from onion.data import random_sequences
-from onion.extract import read_states, states_table, write_parquet
+from onion.extract import read_states, states_table
+from onion.files import write_parquet
 from onion.probes import (KINDS, OnionProbe, ProbeConfig, evaluate_probe, make_probe, onion_scales,
                           train_probe)
 from onion.toymodels import OnionModel, SlotModel

@@ -1,0 +1,28 @@
+"""Writing artifacts atomically: a killed job never leaves a half-written file that looks complete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _temporary(path) -> tuple[Path, Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, path.with_name(path.name + ".tmp")
+
+
+def write_parquet(table: pa.Table, path) -> None:
+    """zstd-compressed Parquet; identical tables give identical bytes."""
+    path, tmp = _temporary(path)
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def write_json(path, record: dict) -> None:
+    path, tmp = _temporary(path)
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
