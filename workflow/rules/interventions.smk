@@ -16,6 +16,8 @@ rule train_intervention:
         interventions=as_json_arg(settings("interventions")),
         device=config["device"],
         checkpoint=f"data/checkpoints/{MODEL_KEY}/intervention-{{kind}}.pt",
+    conda:
+        "../envs/onion.yaml"
     log:
         f"data/logs/train_intervention/{MODEL_KEY}/{{kind}}.log",
     benchmark:
@@ -40,8 +42,12 @@ rule table_interventions:
         results=intervention_paths("json"),
     output:
         md="data/tables/table2_interventions.md",
-        csv="data/tables/table2_interventions.csv",
+        csv=report(
+            "data/tables/table2_interventions.csv", caption="../report/table2_interventions.rst", category="Tables"
+        ),
         tex="data/tables/table2_interventions.tex",
+    conda:
+        "../envs/onion.yaml"
     log:
         "data/logs/table_interventions.log",
     shell:
@@ -60,6 +66,8 @@ rule figure_onion_scales:
         ),
     params:
         max_length=config["data"]["max_length"],
+    conda:
+        "../envs/onion.yaml"
     log:
         "data/logs/figure_onion_scales.log",
     shell:
@@ -78,6 +86,8 @@ rule figure_das_budget:
         ),
     params:
         max_length=config["data"]["max_length"],
+    conda:
+        "../envs/onion.yaml"
     log:
         "data/logs/figure_das_budget.log",
     shell:

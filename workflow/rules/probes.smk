@@ -38,7 +38,9 @@ rule table_probes:
         results=probe_paths("json"),
     output:
         md="data/tables/table4_probes.md",
-        csv="data/tables/table4_probes.csv",
+        csv=report(
+            "data/tables/table4_probes.csv", caption="../report/table4_probes.rst", category="Tables"
+        ),
         tex="data/tables/table4_probes.tex",
     conda:
         "../envs/onion.yaml"

@@ -8,7 +8,9 @@ rule table_base_accuracy:
         metrics=grid_paths(f"data/models/{MODEL_KEY}/metrics.json"),
     output:
         md="data/tables/table1_base_accuracy.md",
-        csv="data/tables/table1_base_accuracy.csv",
+        csv=report(
+            "data/tables/table1_base_accuracy.csv", caption="../report/table1_base_accuracy.rst", category="Tables"
+        ),
         tex="data/tables/table1_base_accuracy.tex",
     conda:
         "../envs/onion.yaml"
