@@ -364,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=4, help="alternations of the two loops per size")
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_benchmark_training)
+
     p = sub.add_parser("train-intervention", help="train and evaluate one intervention on a frozen GRU")
     p.add_argument("--kind", required=True,
                    choices=["linear_unigram", "linear_bigram", "onion", "onion_control"])
