@@ -19,7 +19,7 @@ from onion.das import LinearDAS
 from onion.data import SequenceSet
 from onion.evaluation import accuracy_summary
 from onion.onion_intervention import OnionIntervention
-from onion.runtime import Progress, load_checkpoint, log, save_checkpoint
+from onion.runtime import Progress, resume, save_checkpoint
 from onion.training import make_optimizer, sequence_loss
 
 
@@ -92,13 +92,8 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
                 "model": getattr(model, "hyperparameters", lambda: type(model).__name__)(),
                 "model_checksum": float(sum(v.double().sum() for v in before.values())),
                 "n_train": len(train)}
-    start = 0
-    state = load_checkpoint(checkpoint_path, identity, device) if checkpoint_path else None
-    if state is not None:
-        intervention.load_state_dict(state["intervention"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
-        log(f"resuming from checkpoint {checkpoint_path} at step {start}/{cfg.steps}")
+    state = resume(checkpoint_path, identity, device, intervention, optimizer, "intervention", cfg.steps)
+    start = state["step"] if state else 0
     # cuDNN's GRU backward needs train mode; the repeat models have no dropout, so it changes nothing
     model.train()
     intervention.train()

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from onion.data import SequenceSet
 from onion.evaluation import accuracy_summary
-from onion.runtime import Progress, load_checkpoint, log, save_checkpoint
+from onion.runtime import Progress, resume, save_checkpoint
 
 KINDS = ("linear", "mlp", "onion", "gru_autoregressive", "gru_no_input")
 
@@ -189,13 +189,8 @@ def train_probe(kind: str, h: np.ndarray, data: SequenceSet, n_symbols: int, cfg
                                   lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
     identity = {"kind": kind, "probe": dataclasses.asdict(cfg), "seed": seed, "n": len(data),
                 "shape": list(h.shape), "max_length": max_length}
-    start, curve = 0, []
-    state = load_checkpoint(checkpoint_path, identity, device) if checkpoint_path else None
-    if state is not None:
-        probe.load_state_dict(state["probe"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, curve = state["step"], state["curve"]
-        log(f"resuming probe from {checkpoint_path} at step {start}/{cfg.steps}")
+    state = resume(checkpoint_path, identity, device, probe, optimizer, "probe", cfg.steps)
+    start, curve = (state["step"], state["curve"]) if state else (0, [])
     states = torch.as_tensor(h, device=device)  # [n, N]
     tokens = torch.as_tensor(data.tokens, device=device)  # [n, L_max]
     lengths = torch.as_tensor(data.lengths, device=device)  # [n]

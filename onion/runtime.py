@@ -68,6 +68,19 @@ def save_checkpoint(path, state: dict) -> None:
     tmp.replace(path)
 
 
+def resume(path, identity: dict, device, module, optimizer, key: str, total: int) -> dict | None:
+    """Restore `module` (saved under `key`) and `optimizer` from a matching checkpoint at `path`.
+
+    Returns the checkpoint (its "step" is where to continue), or None to start from step 0.
+    """
+    state = load_checkpoint(path, identity, device) if path else None
+    if state is not None:
+        module.load_state_dict(state[key])
+        optimizer.load_state_dict(state["optimizer"])
+        log(f"resuming from checkpoint {path} at step {state['step']}/{total}")
+    return state
+
+
 def load_checkpoint(path, identity: dict, device) -> dict | None:
     """The checkpoint at `path` if it exists and was made for the same `identity`, else None."""
     from pathlib import Path

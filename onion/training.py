@@ -15,7 +15,7 @@ from onion.config import TrainConfig
 from onion.data import SequenceSet
 from onion.evaluation import evaluate_model
 from onion.model import RepeatGRU
-from onion.runtime import Progress, load_checkpoint, log, save_checkpoint
+from onion.runtime import Progress, resume, save_checkpoint
 
 
 @functools.lru_cache(maxsize=2)
@@ -90,13 +90,8 @@ def train_model(model: RepeatGRU, train: SequenceSet, valid: SequenceSet, cfg: T
     optimizer = make_optimizer(model.parameters(), cfg)
     identity = {"model": model.hyperparameters(), "train": dataclasses.asdict(cfg), "seed": seed,
                 "n_train": len(train)}
-    start = 0
-    state = load_checkpoint(checkpoint_path, identity, device) if checkpoint_path else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
-        log(f"resuming from checkpoint {checkpoint_path} at step {start}/{cfg.steps}")
+    state = resume(checkpoint_path, identity, device, model, optimizer, "model", cfg.steps)
+    start = state["step"] if state else 0
     tokens = torch.as_tensor(train.tokens, device=device)
     lengths = torch.as_tensor(train.lengths, device=device)
     progress = Progress(cfg.steps, start=start, every=cfg.log_every)
