@@ -24,13 +24,18 @@ def _json_arg(text: str) -> dict:
 
 
 def cmd_make_dataset(args) -> None:
-    from onion.data import make_datasets, write_sequences
+    from onion.data import length_mix, make_das_valid, make_datasets, write_sequences
     cfg = from_dict(DataConfig, args.data, "data")
     log(f"generating datasets: {cfg}")
     train, valid = make_datasets(cfg)
+    das_valid = make_das_valid(cfg, train, valid)
     write_sequences(args.valid, valid)
+    write_sequences(args.das_valid, das_valid)
     write_sequences(args.train, train)
-    log(f"wrote {len(train)} training sequences to {args.train} and {len(valid)} to {args.valid}")
+    mix = ", ".join(f"{k}: {100 * v:.2f}%" for k, v in length_mix(train, cfg).items())
+    log(f"training length mix ({cfg.train_sampling}): {mix}")
+    log(f"wrote {len(train)} training sequences to {args.train}, {len(valid)} to {args.valid} and "
+        f"{len(das_valid)} of length {cfg.das_length} to {args.das_valid}")
 
 
 def cmd_train(args) -> None:
@@ -87,22 +92,24 @@ def cmd_train_intervention(args) -> None:
     from onion.data import read_sequences
     from onion.interventions import (InterventionConfig, eval_counterfactuals, evaluate_intervention,
                                      parameter_table, train_intervention)
-    from onion.model import load_model
     set_threads(args.threads)
     device = resolve_device(args.device)
     data_cfg = from_dict(DataConfig, args.data, "data")
     cfg = from_dict(InterventionConfig, args.interventions, "interventions")
-    model = load_model(args.model, device)
-    if (model.variant, model.hidden_size) != (args.variant, args.size):
-        raise ValueError(f"{args.model}: a {model.variant} N={model.hidden_size} model, "
-                         f"not {args.variant} N={args.size}")
+    if args.kind.startswith("linear") and not args.das_valid_data:
+        raise ValueError(f"--das-valid-data is required for the {args.kind} intervention")
+    model = _load_checked_model(args, device)
     train = read_sequences(args.train_data, data_cfg.max_length)
     valid = read_sequences(args.valid_data, data_cfg.max_length)
     log(f"training the {args.kind} intervention on {args.variant} N={args.size} seed={args.seed} "
         f"on {device} ({torch.get_num_threads()} threads): {cfg}")
+    linear = args.kind.startswith("linear")
     intervention, record = train_intervention(model, args.kind, train, cfg, args.seed, device,
-                                              data_cfg.max_length, args.checkpoint)
-    cf = eval_counterfactuals(args.kind, valid, cfg, args.seed, data_cfg.n_symbols)
+                                              data_cfg.max_length, args.checkpoint,
+                                              das_length=data_cfg.das_length if linear else None)
+    if linear:  # the authors' dedicated length-9 set (a different seed), not the general one
+        valid = read_sequences(args.das_valid_data, data_cfg.max_length)
+    cf = eval_counterfactuals(args.kind, valid, args.seed, data_cfg.n_symbols)
     metrics = evaluate_intervention(model, intervention, cf, device)
     log(f"{args.kind}: exact match {metrics['exact_match']:.4f} on {metrics['n']} held-out "
         f"counterfactuals ({record['steps_per_second']:.1f} steps/s this run)")
@@ -331,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=_json_arg, default={}, help="data config as JSON")
     p.add_argument("--train", required=True)
     p.add_argument("--valid", required=True)
+    p.add_argument("--das-valid", required=True, help="the linear-DAS validation set (data.das_length)")
     p.set_defaults(func=cmd_make_dataset)
 
     p = sub.add_parser("train", help="train one GRU and evaluate it")
@@ -372,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interventions", type=_json_arg, default={}, help="intervention config as JSON")
     p.add_argument("--model", required=True, help="the trained model.pt (kept frozen)")
     p.add_argument("--train-data", required=True)
-    p.add_argument("--valid-data", required=True)
+    p.add_argument("--valid-data", required=True, help="validation set of the onion kinds")
+    p.add_argument("--das-valid-data", help="validation set of linear DAS (make-dataset --das-valid)")
     _model_job_args(p)
     p.add_argument("--checkpoint", default=None, help="resumable checkpoint path")
     p.add_argument("--out", required=True, help="output accuracy JSON")

@@ -32,6 +32,9 @@ class DataConfig:
     n_valid: int = 5_000
     max_valid_fraction: float = 0.2
     seed: int = 0
+    train_sampling: str = "distinct"  # distinct (the authors' generator) or iid (with repeats)
+    das_length: int = 9  # length of linear DAS's training targets and of its validation set
+    n_das_valid: int = 5_000  # the linear-DAS validation set (authors: 5,000 of length 9)
 
     def __post_init__(self):
         if not 2 <= self.n_symbols <= 36:
@@ -41,6 +44,11 @@ class DataConfig:
                              f"{self.min_length}..{self.max_length}")
         if not 0 < self.max_valid_fraction <= 1:
             raise ValueError(f"data.max_valid_fraction must be in (0, 1], got {self.max_valid_fraction}")
+        if self.train_sampling not in ("distinct", "iid"):
+            raise ValueError(f"data.train_sampling must be 'distinct' or 'iid', got {self.train_sampling!r}")
+        if not self.min_length <= self.das_length <= self.max_length:
+            raise ValueError(f"data.das_length must be in min_length..max_length "
+                             f"({self.min_length}..{self.max_length}), got {self.das_length}")
 
 
 @dataclasses.dataclass(frozen=True)

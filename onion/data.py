@@ -115,9 +115,14 @@ def make_validation(cfg: DataConfig, rng: np.random.Generator) -> SequenceSet:
     return SequenceSet(_codes_to_tokens(codes, lengths, cfg.n_symbols, cfg.max_length), lengths)
 
 
-def make_train(cfg: DataConfig, rng: np.random.Generator, exclude: SequenceSet) -> SequenceSet:
-    """i.i.d. sequences (uniform length, uniform tokens) that never occur in `exclude`."""
-    excluded = np.sort(sequence_keys(exclude.tokens, exclude.lengths, cfg.n_symbols))
+def _excluded_keys(exclude: list[SequenceSet], n_symbols: int) -> np.ndarray:
+    """Sorted keys of every sequence in `exclude`."""
+    return np.sort(np.concatenate([sequence_keys(s.tokens, s.lengths, n_symbols) for s in exclude]))
+
+
+def make_train_iid(cfg: DataConfig, rng: np.random.Generator, exclude: SequenceSet) -> SequenceSet:
+    """i.i.d. sequences with repeats (uniform length, uniform tokens) that never occur in `exclude`."""
+    excluded = _excluded_keys([exclude], cfg.n_symbols)
     lengths = rng.integers(cfg.min_length, cfg.max_length + 1, size=cfg.n_train).astype(np.int64)
     codes = rng.integers(0, np.int64(cfg.n_symbols) ** lengths, dtype=np.int64)
     redo = np.isin(codes * 16 + lengths, excluded)
@@ -132,12 +137,61 @@ def make_train(cfg: DataConfig, rng: np.random.Generator, exclude: SequenceSet) 
     return SequenceSet(_codes_to_tokens(codes, lengths, cfg.n_symbols, cfg.max_length), lengths)
 
 
+def _draw_distinct(rng: np.random.Generator, lengths_range: tuple[int, int], n: int, n_symbols: int,
+                   max_length: int, excluded: np.ndarray, what: str) -> SequenceSet:
+    """`n` distinct sequences not in `excluded` (sorted keys), drawn as a rejection sampler would:
+    draw (uniform length, uniform tokens) again and again, keep each new sequence the first time it
+    appears. Short lengths run out of new sequences, so the kept length mix is not uniform."""
+    low, high = lengths_range
+    in_range = ((excluded % 16) >= low) & ((excluded % 16) <= high)
+    space = sum(n_symbols ** k for k in range(low, high + 1)) - int(in_range.sum())
+    if n > space:
+        raise ValueError(f"{what}: {n} distinct sequences asked for, but only {space} of lengths "
+                         f"{low}..{high} exist outside the validation sets")
+    keys = np.empty(0, dtype=np.int64)  # kept keys, in the order they were first drawn
+    while len(keys) < n:
+        # the draws a sequential sampler would make; the sum of remaining shares bounds the waste
+        lengths = rng.integers(low, high + 1, size=max(1024, 2 * (n - len(keys)))).astype(np.int64)
+        codes = rng.integers(0, np.int64(n_symbols) ** lengths, dtype=np.int64)
+        drawn = codes * 16 + lengths
+        drawn = drawn[~np.isin(drawn, excluded)]
+        merged = np.concatenate([keys, drawn])
+        _, first = np.unique(merged, return_index=True)
+        keys = merged[np.sort(first)]  # first occurrences, in draw order
+    keys = keys[:n]
+    lengths = keys % 16
+    return SequenceSet(_codes_to_tokens(keys // 16, lengths, n_symbols, max_length), lengths)
+
+
+def make_train_distinct(cfg: DataConfig, rng: np.random.Generator, exclude: SequenceSet) -> SequenceSet:
+    """cfg.n_train distinct sequences outside `exclude`, as the authors' generator draws them."""
+    return _draw_distinct(rng, (cfg.min_length, cfg.max_length), cfg.n_train, cfg.n_symbols,
+                          cfg.max_length, _excluded_keys([exclude], cfg.n_symbols), "data.n_train")
+
+
 def make_datasets(cfg: DataConfig) -> tuple[SequenceSet, SequenceSet]:
     """(train, valid), a pure function of cfg. Validation is drawn first, train avoids it."""
     rng = np.random.default_rng(cfg.seed)
     valid = make_validation(cfg, rng)
+    make_train = make_train_distinct if cfg.train_sampling == "distinct" else make_train_iid
     train = make_train(cfg, rng, valid)
     return train, valid
+
+
+def make_das_valid(cfg: DataConfig, train: SequenceSet, valid: SequenceSet) -> SequenceSet:
+    """The linear-DAS validation set: cfg.n_das_valid distinct sequences of length cfg.das_length,
+    from a seed stream of their own, never in `train` or `valid`. Linear DAS trains on the
+    length-das_length rows of `train`, so its training targets never meet this set."""
+    rng = np.random.default_rng([cfg.seed, 9_001])  # a stream make_datasets never uses
+    excluded = _excluded_keys([train, valid], cfg.n_symbols)
+    return _draw_distinct(rng, (cfg.das_length, cfg.das_length), cfg.n_das_valid, cfg.n_symbols,
+                          cfg.max_length, excluded, "data.n_das_valid")
+
+
+def length_mix(data: SequenceSet, cfg: DataConfig) -> dict[int, float]:
+    """Share of each length in `data`, for logs and docs."""
+    counts = np.bincount(data.lengths, minlength=cfg.max_length + 1)
+    return {k: float(counts[k] / max(len(data), 1)) for k in range(cfg.min_length, cfg.max_length + 1)}
 
 
 def random_sequences(rng: np.random.Generator, n: int, cfg: DataConfig, length: int | None = None):

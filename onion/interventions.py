@@ -32,15 +32,12 @@ class InterventionConfig:
     lr: float = 1e-3
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
-    das_length: int | None = 9  # length of linear DAS train/valid sequences (authors: 9); None = all
     checkpoint_every: int = 2_000
     log_every: int = 1_000
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("interventions.steps and interventions.batch_size must be positive")
-        if self.das_length is not None and self.das_length < 2:
-            raise ValueError(f"interventions.das_length must be >= 2 or null, got {self.das_length}")
 
 
 def make_intervention(kind: str, n_symbols: int, hidden_size: int, max_length: int) -> torch.nn.Module:
@@ -51,12 +48,13 @@ def make_intervention(kind: str, n_symbols: int, hidden_size: int, max_length: i
     raise ValueError(f"unknown intervention kind {kind!r}; expected one of {KINDS}")
 
 
-def targets_for(kind: str, data: SequenceSet, cfg: InterventionConfig) -> SequenceSet:
-    """The target sequences an intervention uses: linear DAS only those of length cfg.das_length."""
-    if kind.startswith("linear") and cfg.das_length is not None:
-        keep = data.lengths == cfg.das_length
+def targets_for(kind: str, data: SequenceSet, das_length: int | None) -> SequenceSet:
+    """The target sequences an intervention trains on: linear DAS only those of length `das_length`
+    (the authors' code: 9; None = all), the onion kinds all of them."""
+    if kind.startswith("linear") and das_length is not None:
+        keep = data.lengths == das_length
         if not keep.any():
-            raise ValueError(f"no sequences of length {cfg.das_length} (interventions.das_length)")
+            raise ValueError(f"no sequences of length {das_length} (data.das_length)")
         return SequenceSet(data.tokens[keep], data.lengths[keep])
     return data
 
@@ -79,19 +77,21 @@ def _freeze(model) -> dict:
 
 def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionConfig, seed: int,
                        device, max_length: int, checkpoint_path=None,
-                       stop_after: int | None = None) -> tuple[torch.nn.Module, dict]:
+                       stop_after: int | None = None,
+                       das_length: int | None = None) -> tuple[torch.nn.Module, dict]:
     """Train a `kind` intervention on the frozen `model`; resumes from `checkpoint_path` when it
-    matches. Batch i is a pure function of (seed, i). Returns (intervention, training record)."""
+    matches. Linear DAS trains on the length-`das_length` targets of `train` only (None = all).
+    Batch i is a pure function of (seed, i). Returns (intervention, training record)."""
     model.to(device)
     before = _freeze(model)
-    targets = targets_for(kind, train, cfg)
+    targets = targets_for(kind, train, das_length)
     torch.manual_seed(seed)
     intervention = make_intervention(kind, model.n_symbols, model.hidden_size, max_length).to(device)
     optimizer = make_optimizer(intervention.parameters(), cfg)
     identity = {"kind": kind, "config": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
                 "model": getattr(model, "hyperparameters", lambda: type(model).__name__)(),
                 "model_checksum": float(sum(v.double().sum() for v in before.values())),
-                "n_train": len(train)}
+                "n_train": len(train), "das_length": das_length}
     state = resume(checkpoint_path, identity, device, intervention, optimizer, "intervention", cfg.steps)
     start = state["step"] if state else 0
     # cuDNN's GRU backward needs train mode; the repeat models have no dropout, so it changes nothing
@@ -132,10 +132,10 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
                           "finished": end == cfg.steps}
 
 
-def eval_counterfactuals(kind: str, valid: SequenceSet, cfg: InterventionConfig, seed: int,
-                         n_symbols: int) -> Counterfactuals:
-    """One held-out counterfactual per validation target, fixed by `seed`."""
-    targets = targets_for(kind, valid, cfg)
+def eval_counterfactuals(kind: str, valid: SequenceSet, seed: int, n_symbols: int) -> Counterfactuals:
+    """One held-out counterfactual per target of `valid` (for linear DAS: the dedicated length-9
+    validation set), fixed by `seed`."""
+    targets = valid
     rng = np.random.default_rng([seed, 2**31 - 1])  # a stream no training step uses
     return make_counterfactuals(kind, targets.tokens, targets.lengths, rng, n_symbols)
 

@@ -41,7 +41,8 @@ def test_sizes_lengths_and_vocabulary(small_data_cfg):
 
 def test_validation_capped_per_length():
     # 3 symbols, lengths 2..4: 9, 27 and 81 possible sequences -> caps 1, 5 and 16 at 20%
-    cfg = DataConfig(n_symbols=3, min_length=2, max_length=4, n_train=2000, n_valid=20, seed=1)
+    cfg = DataConfig(n_symbols=3, min_length=2, max_length=4, n_train=2000, n_valid=20, seed=1,
+                     train_sampling="iid", das_length=4)
     train, valid = make_datasets(cfg)
     counts = np.bincount(valid.lengths, minlength=5)
     assert counts[2] <= 1 and counts[3] <= 5 and counts[4] <= 16 and counts.sum() == 20
@@ -51,7 +52,7 @@ def test_validation_capped_per_length():
 
 
 def test_too_many_validation_sequences_is_an_error():
-    cfg = DataConfig(n_symbols=3, min_length=2, max_length=3, n_train=10, n_valid=50)
+    cfg = DataConfig(n_symbols=3, min_length=2, max_length=3, n_train=10, n_valid=50, das_length=3)
     with pytest.raises(ValueError, match="n_valid"):
         make_datasets(cfg)
 

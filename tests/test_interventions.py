@@ -13,7 +13,7 @@ from onion.counterfactuals import make_counterfactuals
 from onion.das import LinearDAS
 from onion.data import random_sequences
 from onion.interventions import (InterventionConfig, eval_counterfactuals, evaluate_intervention,
-                                 parameter_table, train_intervention)
+                                 parameter_table, targets_for, train_intervention)
 from onion.model import RepeatGRU
 from onion.onion_intervention import OnionIntervention
 from onion.toymodels import OnionModel, SlotModel
@@ -22,7 +22,7 @@ torch.set_num_threads(1)
 
 
 def _targets(n, seed, max_length=9, length=None):
-    return random_sequences(np.random.default_rng(seed), n, DataConfig(max_length=max_length), length)
+    return random_sequences(np.random.default_rng(seed), n, DataConfig(max_length=max_length, das_length=max_length), length)
 
 
 class ConfidentOnionModel(OnionModel):
@@ -79,14 +79,17 @@ def test_onion_counterfactuals_corrupt_one_position():
     assert len(np.unique(cf.changed.argmax(1))) == 9  # every position gets corrupted somewhere
 
 
-def test_eval_counterfactuals_are_fixed_and_das_uses_length_9():
+def test_eval_counterfactuals_are_fixed_and_das_trains_on_length_9():
     valid = _targets(400, 6)
-    cfg = InterventionConfig()
-    a = eval_counterfactuals("linear_unigram", valid, cfg, 0, 30)
-    b = eval_counterfactuals("linear_unigram", valid, cfg, 0, 30)
-    assert (a.lengths == 9).all() and len(a) == (valid.lengths == 9).sum()
-    assert (a.base == b.base).all() and (a.source == b.source).all()
-    assert len(eval_counterfactuals("onion", valid, cfg, 0, 30)) == 400
+    a = eval_counterfactuals("linear_unigram", valid, 0, 30)
+    b = eval_counterfactuals("linear_unigram", valid, 0, 30)
+    assert len(a) == 400 and (a.base == b.base).all() and (a.source == b.source).all()
+    assert len(eval_counterfactuals("onion", valid, 0, 30)) == 400
+    das = targets_for("linear_bigram", valid, 9)
+    assert (das.lengths == 9).all() and len(das) == (valid.lengths == 9).sum()
+    assert len(targets_for("onion", valid, 9)) == 400 and len(targets_for("linear_unigram", valid, None)) == 400
+    with pytest.raises(ValueError, match="das_length"):
+        targets_for("linear_unigram", _targets(50, 6, length=4), 9)
 
 
 # --- mechanisms ------------------------------------------------------------------------------
@@ -138,8 +141,8 @@ def test_linear_unigram_succeeds_on_slot_model():
     model = SlotModel()
     cfg = InterventionConfig(steps=400, lr=2e-2, log_every=400)
     intervention, record = train_intervention(model, "linear_unigram", _targets(5_000, 7), cfg,
-                                              seed=0, device="cpu", max_length=9)
-    cf = eval_counterfactuals("linear_unigram", _targets(2_000, 8, length=9), cfg, 0, 30)
+                                              seed=0, device="cpu", max_length=9, das_length=9)
+    cf = eval_counterfactuals("linear_unigram", _targets(2_000, 8, length=9), 0, 30)
     summary = evaluate_intervention(model, intervention, cf, "cpu")
     assert summary["exact_match"] >= 0.95, summary
     assert record["finished"] and set(summary["per_intervened_position"]) == set(range(9))
@@ -150,11 +153,11 @@ def test_linear_unigram_succeeds_on_slot_model():
 def _onion_run(kind, steps=1000):
     model = ConfidentOnionModel()
     cfg = InterventionConfig(steps=steps, lr=1e-2, log_every=steps)
-    data_cfg = DataConfig(max_length=4)
+    data_cfg = DataConfig(max_length=4, das_length=4)
     train = random_sequences(np.random.default_rng(9), 5_000, data_cfg)
     valid = random_sequences(np.random.default_rng(10), 2_000, data_cfg)
     intervention, _ = train_intervention(model, kind, train, cfg, seed=0, device="cpu", max_length=4)
-    cf = eval_counterfactuals(kind, valid, cfg, 0, 30)
+    cf = eval_counterfactuals(kind, valid, 0, 30)
     return intervention, evaluate_intervention(model, intervention, cf, "cpu")
 
 
@@ -203,17 +206,20 @@ def test_cli_writes_json_and_parquet(tmp_path):
     save_model(RepeatGRU(30, 16), tmp_path / "model.pt")
     write_sequences(tmp_path / "train.parquet", _targets(1_000, 12))
     write_sequences(tmp_path / "valid.parquet", _targets(300, 13))
+    write_sequences(tmp_path / "das_valid.parquet", _targets(200, 14, length=9))
     for kind in ("linear_unigram", "onion_control"):
         rc = main(["train-intervention", "--kind", kind, "--model", str(tmp_path / "model.pt"),
                    "--interventions", '{"steps": 3, "batch_size": 16}',
                    "--train-data", str(tmp_path / "train.parquet"),
-                   "--valid-data", str(tmp_path / "valid.parquet"), "--size", "16", "--seed", "1",
+                   "--valid-data", str(tmp_path / "valid.parquet"),
+                   "--das-valid-data", str(tmp_path / "das_valid.parquet"), "--size", "16", "--seed", "1",
                    "--device", "cpu", "--out", str(tmp_path / f"{kind}.json"),
                    "--parameters", str(tmp_path / f"{kind}.parquet")])
         assert rc == 0
         record = json.loads((tmp_path / f"{kind}.json").read_text())
         assert record["kind"] == kind and record["size"] == 16 and record["seed"] == 1
         assert 0 <= record["exact_match"] <= 1 and "per_intervened_position" in record
+        assert record["n"] == (200 if kind == "linear_unigram" else 300)  # DAS: its own valid set
         table = pq.read_table(tmp_path / f"{kind}.parquet")
         assert set(table.column("seed").to_pylist()) == {1}
     rc = main(["table-interventions", "--results", str(tmp_path / "linear_unigram.json"),
@@ -234,6 +240,7 @@ def test_wrong_size_is_rejected(tmp_path, kind):
     from onion.model import save_model
     save_model(RepeatGRU(30, 16), tmp_path / "model.pt")
     rc = main(["train-intervention", "--kind", kind, "--model", str(tmp_path / "model.pt"),
-               "--train-data", "x", "--valid-data", "y", "--size", "32", "--device", "cpu",
+               "--train-data", "x", "--valid-data", "y", "--das-valid-data", "z", "--size", "32",
+               "--device", "cpu",
                "--out", str(tmp_path / "o.json"), "--parameters", str(tmp_path / "o.parquet")])
     assert rc == 1 and not (tmp_path / "o.json").exists()

@@ -9,7 +9,8 @@ from onion.evaluation import accuracy_summary, evaluate_model
 from onion.model import RepeatGRU
 from onion.training import batch_indices, train_model
 
-TINY_DATA = DataConfig(n_symbols=6, min_length=2, max_length=4, n_train=5000, n_valid=100, seed=0)
+TINY_DATA = DataConfig(n_symbols=6, min_length=2, max_length=4, n_train=5000, n_valid=100, seed=0,
+                       train_sampling="iid", das_length=4)
 
 
 def test_batches_cover_each_epoch_once():

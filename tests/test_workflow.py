@@ -12,13 +12,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
     "grid": "tiny",
-    "grids": {"tiny": {"variants": ["autoregressive", "no_input"], "sizes": [8], "seeds": [0, 1]}},
+    "grids": {"tiny": {"models": [{"variants": ["autoregressive", "no_input"], "sizes": [8], "seeds": [0, 1]}]}},
     "data": {"n_symbols": 30, "min_length": 2, "max_length": 9, "n_train": 3000, "n_valid": 100,
-             "max_valid_fraction": 0.2, "seed": 0},
+             "max_valid_fraction": 0.2, "seed": 0, "train_sampling": "distinct", "das_length": 9,
+             "n_das_valid": 100},
     "train": {"steps": 150, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1, "betas": [0.9, 0.999],
               "checkpoint_every": 50, "log_every": 50, "eval_every": 100},
     "interventions": {"steps": 30, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1,
-                      "betas": [0.9, 0.999], "das_length": 9, "checkpoint_every": 10, "log_every": 10},
+                      "betas": [0.9, 0.999], "checkpoint_every": 10, "log_every": 10},
     "extract": {"texts": ["ab1cadf2"], "n_trajectory_examples": 2, "n_train_states": 1000,
                 "batch_size": 512},
     "probes": {"steps": 30, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1, "betas": [0.9, 0.999],
@@ -91,8 +92,10 @@ def test_rebuilding_a_table_never_retrains(finished_run):
 
 
 @pytest.mark.parametrize("override, key", [
-    ({"grids": {"tiny": {"variants": ["autoregressive"], "sizes": [-8], "seeds": [0]}}}, "grids.tiny.sizes.0"),
-    ({"grids": {"tiny": {"variants": ["bidirectional"], "sizes": [8], "seeds": [0]}}}, "grids.tiny.variants.0"),
+    ({"grids": {"tiny": {"models": [{"variants": ["autoregressive"], "sizes": [-8], "seeds": [0]}]}}},
+     "grids.tiny.models.0.sizes.0"),
+    ({"grids": {"tiny": {"models": [{"variants": ["bidirectional"], "sizes": [8], "seeds": [0]}]}}},
+     "grids.tiny.models.0.variants.0"),
     ({"train": {**TINY["train"], "stepz": 10}}, "train"),
     ({"train": {**TINY["train"], "steps": "many"}}, "train.steps"),
     ({"grid": "huge"}, "grid"),

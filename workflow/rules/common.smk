@@ -33,7 +33,17 @@ if config["data"]["min_length"] > config["data"]["max_length"]:
     raise ValueError("config keys 'data.min_length' and 'data.max_length': min_length exceeds max_length")
 
 GRID = config["grids"][config["grid"]]
-VARIANTS, SIZES, SEEDS = GRID["variants"], GRID["sizes"], GRID["seeds"]
+# Every (variant, size, seed) of the grid: the union of its blocks' cross products, in order.
+MODELS = list(
+    dict.fromkeys(
+        (variant, size, seed)
+        for block in GRID["models"]
+        for variant in block["variants"]
+        for size in block["sizes"]
+        for seed in block["seeds"]
+    )
+)
+SIZES = sorted({size for _, size, _ in MODELS})
 MODEL_KEY = "variant={variant}/size={size}/seed={seed}"
 
 
@@ -54,8 +64,13 @@ def as_json_arg(values):
 
 
 def grid_paths(pattern, variants=None, sizes=None):
-    """`pattern` (with {variant}, {size}, {seed}) expanded over the grid."""
-    return expand(pattern, variant=variants or VARIANTS, size=sizes or SIZES, seed=SEEDS)
+    """`pattern` (with {variant}, {size}, {seed}) for every model of the grid, optionally only
+    those of the given variants and sizes."""
+    return [
+        pattern.format(variant=variant, size=size, seed=seed)
+        for variant, size, seed in MODELS
+        if (variants is None or variant in variants) and (sizes is None or size in sizes)
+    ]
 
 
 def uses_cuda():
@@ -106,9 +121,11 @@ def probe_paths(ext, kinds=None, variants=None, sizes=None):
 
 
 def figure_model(size):
-    """Wildcards of the model a single-model figure shows: the first seed, autoregressive if run."""
-    variant = "autoregressive" if "autoregressive" in VARIANTS else VARIANTS[0]
-    return {"variant": variant, "size": size, "seed": SEEDS[0]}
+    """Wildcards of the model a single-model figure shows at `size`: autoregressive if the grid has
+    it at that size, then the smallest seed."""
+    candidates = [m for m in MODELS if m[1] == size]
+    variant, _, seed = min(candidates, key=lambda m: (m[0] != "autoregressive", m[0], m[2]))
+    return {"variant": variant, "size": size, "seed": seed}
 
 
 def probe_runtime_minutes(wildcards):

@@ -2,6 +2,7 @@ rule make_dataset:
     output:
         train="data/datasets/train.parquet",
         valid="data/datasets/valid.parquet",
+        das_valid="data/datasets/das_valid.parquet",
     params:
         data=as_json_arg(config["data"]),
     conda:
@@ -12,4 +13,4 @@ rule make_dataset:
         mem_mb=4000,
     shell:
         "python -m onion make-dataset --data {params.data} "
-        "--train {output.train} --valid {output.valid} > {log} 2>&1"
+        "--train {output.train} --valid {output.valid} --das-valid {output.das_valid} > {log} 2>&1"

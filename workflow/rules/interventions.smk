@@ -6,6 +6,7 @@ rule train_intervention:
         model=f"data/models/{MODEL_KEY}/model.pt",
         train=rules.make_dataset.output.train,
         valid=rules.make_dataset.output.valid,
+        das_valid=rules.make_dataset.output.das_valid,
     output:
         result=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}.json",
         parameters=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}.parquet",
@@ -31,7 +32,7 @@ rule train_intervention:
         # The log is appended to, so a resumed job's log shows the interrupted run too.
         "python -m onion train-intervention --kind {wildcards.kind} --data {params.data} "
         "--interventions {params.interventions} --model {input.model} "
-        "--train-data {input.train} --valid-data {input.valid} "
+        "--train-data {input.train} --valid-data {input.valid} --das-valid-data {input.das_valid} "
         "--variant {wildcards.variant} --size {wildcards.size} --seed {wildcards.seed} "
         "--device {params.device} --threads {threads} --checkpoint {params.checkpoint} "
         "--out {output.result} --parameters {output.parameters} >> {log} 2>&1"
