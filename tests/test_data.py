@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from onion.config import DataConfig
-from onion.data import (encode_text, make_datasets, random_sequences, read_sequences,
-                        sequence_keys, write_sequences)
+from onion.data import (encode_text, make_das_valid, make_datasets, random_sequences,
+                        read_sequences, sequence_keys, write_sequences)
 
 
 def test_same_config_gives_byte_identical_files(tmp_path, small_data_cfg):
@@ -11,7 +11,8 @@ def test_same_config_gives_byte_identical_files(tmp_path, small_data_cfg):
         train, valid = make_datasets(small_data_cfg)
         write_sequences(tmp_path / run / "train.parquet", train)
         write_sequences(tmp_path / run / "valid.parquet", valid)
-    for name in ("train.parquet", "valid.parquet"):
+        write_sequences(tmp_path / run / "das_valid.parquet", make_das_valid(small_data_cfg, train, valid))
+    for name in ("train.parquet", "valid.parquet", "das_valid.parquet"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
@@ -77,3 +78,72 @@ def test_encode_text():
     assert encode_text("ab1c") == [10, 11, 1, 12]
     with pytest.raises(ValueError):
         encode_text("z", n_symbols=30)  # z is the 36th symbol
+
+
+# --- the distinct training set (the authors' generator) ----------------------------------------
+
+def _expected_mix(spaces: dict[int, int], n: int) -> dict[int, float]:
+    """Length shares of the first n distinct draws of a uniform-length sampler, in the large-n limit:
+    after T draws, length k (S_k sequences) holds S_k·(1 − exp(−T / (K·S_k))) distinct ones."""
+    def distinct(t):
+        return {k: s * (1 - np.exp(-t / (len(spaces) * s))) for k, s in spaces.items()}
+    low, high = float(n), 1e9
+    for _ in range(200):  # bisection on the number of draws T
+        mid = (low + high) / 2
+        low, high = (mid, high) if sum(distinct(mid).values()) < n else (low, mid)
+    return {k: v / n for k, v in distinct(low).items()}
+
+
+def test_distinct_training_set_is_distinct_disjoint_and_has_the_expected_length_mix():
+    cfg = DataConfig(n_symbols=4, min_length=2, max_length=6, n_train=3000, n_valid=20, seed=2,
+                     das_length=6, n_das_valid=50)
+    train, valid = make_datasets(cfg)
+    keys = sequence_keys(train.tokens, train.lengths, cfg.n_symbols)
+    assert len(np.unique(keys)) == len(keys) == 3000
+    valid_keys = sequence_keys(valid.tokens, valid.lengths, cfg.n_symbols)
+    assert not np.isin(valid_keys, keys).any()
+    excluded = np.bincount(valid.lengths, minlength=7)
+    spaces = {k: 4 ** k - excluded[k] for k in range(2, 7)}
+    expected = _expected_mix(spaces, 3000)
+    counts = np.bincount(train.lengths, minlength=7)
+    for k, share in expected.items():
+        sampling_sd = np.sqrt(3000 * share * (1 - share))
+        assert abs(counts[k] - 3000 * share) <= 4 * sampling_sd + 2, (k, counts[k], 3000 * share)
+    assert counts[2] == spaces[2]  # length 2 runs out: every sequence outside validation is used
+
+
+def test_paper_config_length_mix():
+    """The authors' mix: about 0.07% length 2, 2.6% length 3, 14.9% length 4, 16.5% each of 5-9."""
+    cfg = DataConfig()
+    train, valid = make_datasets(cfg)
+    share = np.bincount(train.lengths, minlength=10) / len(train)
+    assert (share[2] * len(train)) == 900 - (valid.lengths == 2).sum()  # all 720 left
+    assert abs(share[3] - 0.026) < 0.001 and abs(share[4] - 0.149) < 0.001
+    assert np.all(np.abs(share[5:] - 0.165) < 0.002)
+
+
+def test_iid_training_set_has_repeats_and_uniform_lengths(small_data_cfg):
+    cfg = DataConfig(**{**small_data_cfg.__dict__, "train_sampling": "iid"})
+    train, valid = make_datasets(cfg)
+    keys = sequence_keys(train.tokens, train.lengths, 30)
+    assert len(np.unique(keys)) < len(keys)  # length 2 has 720 sequences for ~2,500 draws
+    assert np.all(np.abs(np.bincount(train.lengths)[2:] / len(train) - 1 / 8) < 0.01)
+    assert not np.isin(sequence_keys(valid.tokens, valid.lengths, 30), keys).any()
+
+
+def test_das_validation_set_is_its_own(small_data_cfg):
+    train, valid = make_datasets(small_data_cfg)
+    das = make_das_valid(small_data_cfg, train, valid)
+    assert len(das) == 5000 and (das.lengths == 9).all()
+    das_keys = sequence_keys(das.tokens, das.lengths, 30)
+    assert len(np.unique(das_keys)) == 5000
+    for other in (train, valid):
+        assert not np.isin(das_keys, sequence_keys(other.tokens, other.lengths, 30)).any()
+    again = make_das_valid(small_data_cfg, *make_datasets(small_data_cfg))
+    assert np.array_equal(again.tokens, das.tokens)
+
+
+def test_impossible_distinct_set_is_an_error():
+    cfg = DataConfig(n_symbols=3, min_length=2, max_length=3, n_train=100, n_valid=5, das_length=3)
+    with pytest.raises(ValueError, match="data.n_train"):
+        make_datasets(cfg)

@@ -1,5 +1,6 @@
 """The real Snakemake workflow, end to end, on a tiny configuration in a temporary directory."""
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,7 @@ TINY = {
     "grids": {"tiny": {"models": [{"variants": ["autoregressive", "no_input"], "sizes": [8], "seeds": [0, 1]}]}},
     "data": {"n_symbols": 30, "min_length": 2, "max_length": 9, "n_train": 3000, "n_valid": 100,
              "max_valid_fraction": 0.2, "seed": 0, "train_sampling": "distinct", "das_length": 9,
-             "n_das_valid": 100},
+             "n_das_valid": 60},
     "train": {"steps": 150, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1, "betas": [0.9, 0.999],
               "checkpoint_every": 50, "log_every": 50, "eval_every": 100},
     "interventions": {"steps": 30, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1,
@@ -73,6 +74,11 @@ def test_intervention_and_probe_tables_and_figures(finished_run):
     for name in ("fig2_gates", "fig4_probes", "fig5_gates_all_channels",
                  "intervention_onion_scales", "intervention_das_budget"):
         assert (finished_run / f"data/figures/{name}.pdf").stat().st_size > 1000, name
+    das_valid = pd.read_parquet(finished_run / "data/datasets/das_valid.parquet")
+    assert len(das_valid) == 60 and (das_valid["length"] == 9).all()
+    analyses = finished_run / "data/analyses/variant=no_input/size=8/seed=0"
+    assert json.loads((analyses / "intervention-linear_bigram.json").read_text())["n"] == 60
+    assert json.loads((analyses / "intervention-onion.json").read_text())["n"] == 100  # valid set
     states = pd.read_parquet(finished_run / "data/states/variant=autoregressive/size=8/seed=0/final_states.parquet")
     assert {"variant", "size", "seed"} <= set(states.columns) and (states["size"] == 8).all()
 
