@@ -186,7 +186,9 @@ def cmd_extract_trajectories(args) -> None:
 def cmd_extract_states(args) -> None:
     import time
     from onion.data import SequenceSet, read_sequences
-    from onion.extract import ExtractConfig, states_table
+    import numpy as np
+    from onion.extract import ExtractConfig, states_table, vectors
+    from onion.runtime import NonFiniteError
     set_threads(args.threads)
     device = resolve_device(args.device)
     data_cfg = from_dict(DataConfig, args.data, "data")
@@ -201,6 +203,8 @@ def cmd_extract_states(args) -> None:
     valid = read_sequences(args.valid_data, data_cfg.max_length)
     table = states_table(model, {"train": train, "valid": valid}, device, args.variant, args.size,
                          args.seed, cfg.batch_size)
+    if not np.isfinite(vectors(table, "h")).all():
+        raise NonFiniteError(f"{args.model}: the model produced NaN/Inf final states; nothing written")
     write_parquet(table, args.out)
     log(f"wrote final states of {len(train)} train and {len(valid)} valid sequences to {args.out} "
         f"({Path(args.out).stat().st_size / 1e6:.2f} MB, {time.perf_counter() - began:.1f} s)")
@@ -223,7 +227,8 @@ def cmd_train_probe(args) -> None:
     log(f"{args.kind} probe: exact match {metrics['exact_match']:.4f} on {metrics['n']} held-out states")
     extra = {"scales": onion_scales(probe)} if args.kind == "onion" else {}
     write_parquet(breakdown_table(metrics, args.kind, **keys), args.breakdown)
-    write_json(args.out, {**keys, "kind": args.kind, "steps": cfg.steps, "n_train_states": len(train),
+    write_json(args.out, {**keys, "kind": args.kind, "steps": cfg.steps, "lr": cfg.lr,
+                          "lr_schedule": cfg.lr_schedule, "n_train_states": len(train),
                           "device": str(device), **metrics, "config": dataclasses.asdict(cfg),
                           "training": record, **extra})
     if args.checkpoint:
@@ -239,9 +244,13 @@ def cmd_table_probes(args) -> None:
     summary = summarize(results, ["kind", "variant"], "exact_match", rows)
     summary["kind"] = pd.Categorical(summary["kind"], categories=KINDS, ordered=True)  # paper's order
     summary = summary.sort_values(["kind", "variant", "size"])
-    steps = ", ".join(str(s) for s in sorted(results["steps"].unique()))
+    for column, default in (("lr", float("nan")), ("lr_schedule", "constant")):
+        if column not in results:
+            results[column] = default
+    runs = results[["steps", "lr", "lr_schedule"]].drop_duplicates().sort_values(["steps", "lr"])
+    settings = ", ".join(f"{s} steps, {sched} lr from {lr:g}" for s, lr, sched in runs.itertuples(index=False))
     write_table(summary, ["kind", "variant"], "Table 4: exact match of probes on the final state "
-                f"({steps} training steps; the paper: 60000)", args.md, args.csv, args.tex)
+                f"({settings}; the paper: 60000 steps, constant lr 0.001)", args.md, args.csv, args.tex)
     log(f"wrote {args.md}, {args.csv}, {args.tex} from {len(results)} probes")
 
 

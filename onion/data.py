@@ -224,10 +224,10 @@ def write_sequences(path: str | Path, data: SequenceSet) -> None:
 
 def read_sequences(path: str | Path, max_length: int | None = None) -> SequenceSet:
     """Read a dataset written by write_sequences; checks the schema."""
-    table = pq.read_table(path)
-    missing = {"length", "tokens"} - set(table.column_names)
+    missing = {"length", "tokens"} - set(pq.read_schema(path).names)
     if missing:
         raise ValueError(f"{path}: not a sequence dataset (missing columns {sorted(missing)})")
+    table = pq.read_table(path, columns=["length", "tokens"])  # not the text column: 1M strings
     lengths = table.column("length").to_numpy().astype(np.int64)
     flat = table.column("tokens").combine_chunks().flatten().to_numpy().astype(np.int64)
     width = max_length or int(lengths.max(initial=1))

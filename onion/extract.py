@@ -206,4 +206,11 @@ def read_states(path, split: str, max_length: int | None = None) -> tuple[np.nda
     tokens = np.zeros((len(lengths), width), dtype=np.int64)
     tokens[rows, cols] = flat
     keys = {k: table.column(k)[0].as_py() for k in ("variant", "size", "seed")}
-    return vectors(table, "h"), SequenceSet(tokens, lengths), keys
+    h = vectors(table, "h")
+    bad = ~np.isfinite(h)
+    if bad.any():
+        from onion.runtime import NonFiniteError
+        raise NonFiniteError(f"{path}: {int(bad.sum())} NaN/Inf values in the {split!r} states "
+                             f"({int(bad.any(1).sum())} of {len(h)} rows); re-extract them "
+                             "(extract_final_states) from a finite model")
+    return h, SequenceSet(tokens, lengths), keys

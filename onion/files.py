@@ -23,6 +23,11 @@ def write_parquet(table: pa.Table, path) -> None:
 
 
 def write_json(path, record: dict) -> None:
+    """Strict JSON: a NaN or Inf anywhere in `record` is an error, and nothing is written."""
+    try:
+        text = json.dumps(record, indent=2, allow_nan=False)
+    except ValueError as err:
+        raise ValueError(f"{path}: refusing to write a non-finite number ({err})") from err
     path, tmp = _temporary(path)
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.write_text(text + "\n")
     tmp.replace(path)

@@ -19,7 +19,7 @@ from onion.das import LinearDAS
 from onion.data import SequenceSet
 from onion.evaluation import accuracy_summary
 from onion.onion_intervention import OnionIntervention
-from onion.runtime import Progress, resume, save_checkpoint
+from onion.runtime import Progress, fingerprint, resume, save_checkpoint
 from onion.training import make_optimizer, sequence_loss
 
 
@@ -90,14 +90,15 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
     optimizer = make_optimizer(intervention.parameters(), cfg)
     identity = {"kind": kind, "config": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
                 "model": getattr(model, "hyperparameters", lambda: type(model).__name__)(),
-                "model_checksum": float(sum(v.double().sum() for v in before.values())),
-                "n_train": len(train), "das_length": das_length}
+                "model weights": fingerprint(*before.values()),
+                "training targets": fingerprint(targets.tokens, targets.lengths)}
     state = resume(checkpoint_path, identity, device, intervention, optimizer, "intervention", cfg.steps)
     start = state["step"] if state else 0
     # cuDNN's GRU backward needs train mode; the repeat models have no dropout, so it changes nothing
     model.train()
     intervention.train()
-    progress = Progress(cfg.steps, start=start, every=cfg.log_every)
+    progress = Progress(cfg.steps, start=start, every=cfg.log_every, label=f"{kind} intervention step",
+                        cause="interventions.lr may be too high")
     began, end = time.perf_counter(), cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     loss = None
     for step in range(start, end):

@@ -78,8 +78,18 @@ class RepeatGRU(nn.Module):
         return torch.cat(outputs, dim=1)
 
 
+def check_finite(tensors: dict, what: str) -> None:
+    """Raise NonFiniteError naming every tensor of `tensors` that holds NaN or Inf."""
+    from onion.runtime import NonFiniteError
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise NonFiniteError(f"{what}: NaN or Inf in {', '.join(bad)}")
+
+
 def save_model(model: RepeatGRU, path, extra: dict | None = None) -> None:
-    """Save weights and hyperparameters (atomically) so load_model needs nothing else."""
+    """Save weights and hyperparameters (atomically) so load_model needs nothing else; refuses
+    non-finite weights."""
+    check_finite(model.state_dict(), f"{path}: model weights")
     from pathlib import Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,8 +105,13 @@ def load_model(path, device: str | torch.device = "cpu") -> RepeatGRU:
         blob = torch.load(path, map_location=device, weights_only=True)
         model = RepeatGRU(**blob["hyperparameters"])
         model.load_state_dict(blob["state_dict"])
-    except Exception as err:  # corrupt or foreign file: name it
-        raise ValueError(f"{path}: not a readable onion model ({err})") from err
+    except Exception as err:  # corrupt or foreign file: name it, without PyTorch's unpickling advice
+        import pickle
+        reason = "not a file saved by onion" if isinstance(err, pickle.UnpicklingError) \
+            else f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        raise ValueError(f"{path}: not a readable onion model ({reason}); "
+                         "delete it and rerun its train_model job") from err
+    check_finite(model.state_dict(), f"{path}: model weights")
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)

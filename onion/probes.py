@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from onion.data import SequenceSet
 from onion.evaluation import accuracy_summary
-from onion.runtime import Progress, resume, save_checkpoint
+from onion.runtime import Progress, fingerprint, resume, save_checkpoint
 
 KINDS = ("linear", "mlp", "onion", "gru_autoregressive", "gru_no_input")
 
@@ -187,14 +187,15 @@ def train_probe(kind: str, h: np.ndarray, data: SequenceSet, n_symbols: int, cfg
     no_decay = [p for p in probe.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
                                   lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
-    identity = {"kind": kind, "probe": dataclasses.asdict(cfg), "seed": seed, "n": len(data),
-                "shape": list(h.shape), "max_length": max_length}
+    identity = {"kind": kind, "probe": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
+                "states": fingerprint(h, data.tokens, data.lengths)}
     state = resume(checkpoint_path, identity, device, probe, optimizer, "probe", cfg.steps)
     start, curve = (state["step"], state["curve"]) if state else (0, [])
     states = torch.as_tensor(h, device=device)  # [n, N]
     tokens = torch.as_tensor(data.tokens, device=device)  # [n, L_max]
     lengths = torch.as_tensor(data.lengths, device=device)  # [n]
-    progress = Progress(cfg.steps, start=start, every=cfg.log_every, label=f"{kind} step")
+    progress = Progress(cfg.steps, start=start, every=cfg.log_every, label=f"{kind} probe step",
+                        cause="probes.lr may be too high")
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     began = time.perf_counter()
     probe.train()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -36,16 +37,24 @@ def format_duration(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-class Progress:
-    """Periodic 'step, loss, speed, ETA' lines for a loop of `total` steps."""
+class NonFiniteError(RuntimeError):
+    """A loss, a parameter or a stored state is NaN or infinite: the job stops, writing nothing."""
 
-    def __init__(self, total: int, start: int = 0, every: int = 500, label: str = "step"):
-        self.total, self.every, self.label = total, every, label
+
+class Progress:
+    """Periodic 'step, loss, speed, ETA' lines for a loop of `total` steps. A non-finite loss
+    stops the loop with NonFiniteError naming the step and `cause`, the likely reason."""
+
+    def __init__(self, total: int, start: int = 0, every: int = 500, label: str = "step",
+                 cause: str = "the learning rate may be too high"):
+        self.total, self.every, self.label, self.cause = total, every, label, cause
         self.last_step, self.last_time = start, time.perf_counter()
         self.losses: list[float] = []
 
     def update(self, step: int, loss: float, extra: str = "") -> None:
         """Call after finishing `step` (1-based count of steps done)."""
+        if not math.isfinite(loss):
+            raise NonFiniteError(f"{self.label} {step}/{self.total}: the loss is {loss}; {self.cause}")
         self.losses.append(loss)
         if step % self.every and step != self.total:
             return
@@ -56,6 +65,26 @@ class Progress:
         log(f"{self.label} {step}/{self.total} loss {mean_loss:.4f} | {speed:.1f} steps/s | "
             f"ETA {format_duration(eta)}{' | ' + extra if extra else ''}")
         self.last_step, self.last_time, self.losses = step, now, []
+
+
+def fingerprint(*arrays) -> str:
+    """A content hash of arrays or tensors already in memory (no second read of any file)."""
+    import hashlib
+
+    import numpy as np
+    digest = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        if isinstance(array, torch.Tensor):
+            array = array.detach().cpu().numpy()
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """A content hash of a module's weights and buffers."""
+    return fingerprint(*module.state_dict().values())
 
 
 def save_checkpoint(path, state: dict) -> None:
@@ -91,7 +120,10 @@ def load_checkpoint(path, identity: dict, device) -> dict | None:
     except Exception as err:
         log(f"ignoring unreadable checkpoint {path}: {err}")
         return None
-    if state.get("identity") != identity:
-        log(f"ignoring checkpoint {path}: it was made for a different configuration")
+    saved = state.get("identity") or {}
+    if saved != identity:
+        differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+        log(f"starting over: checkpoint {path} was made from other inputs or settings "
+            f"({', '.join(differ)} differ)")
         return None
     return state

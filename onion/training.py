@@ -15,7 +15,7 @@ from onion.config import TrainConfig
 from onion.data import SequenceSet
 from onion.evaluation import evaluate_model
 from onion.model import RepeatGRU
-from onion.runtime import Progress, resume, save_checkpoint
+from onion.runtime import Progress, fingerprint, resume, save_checkpoint
 
 
 @functools.lru_cache(maxsize=2)
@@ -89,12 +89,13 @@ def train_model(model: RepeatGRU, train: SequenceSet, valid: SequenceSet, cfg: T
     model.to(device).train()
     optimizer = make_optimizer(model.parameters(), cfg)
     identity = {"model": model.hyperparameters(), "train": dataclasses.asdict(cfg), "seed": seed,
-                "n_train": len(train)}
+                "training data": fingerprint(train.tokens, train.lengths)}
     state = resume(checkpoint_path, identity, device, model, optimizer, "model", cfg.steps)
     start = state["step"] if state else 0
     tokens = torch.as_tensor(train.tokens, device=device)
     lengths = torch.as_tensor(train.lengths, device=device)
-    progress = Progress(cfg.steps, start=start, every=cfg.log_every)
+    progress = Progress(cfg.steps, start=start, every=cfg.log_every, label="training step",
+                        cause="train.lr may be too high, or the training data are corrupt")
     began = time.perf_counter()
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     for step in range(start, end):

@@ -113,3 +113,67 @@ def test_bad_config_stops_before_any_job(tmp_path, override, key):
     assert result.returncode != 0
     assert f"config key '{key}'" in out, out[-2000:]
     assert not (cwd / "data").exists()
+
+
+# --- killed, then rerun with other inputs: never resume a stale checkpoint ---------------------
+
+MODEL = "variant=autoregressive/size=8/seed=0"
+
+
+def _stale_training_checkpoint(cwd: Path, config: dict) -> None:
+    """What a train_model job killed half-way leaves behind, for the data of `config`."""
+    from onion.config import DataConfig, TrainConfig, from_dict
+    from onion.data import read_sequences
+    from onion.model import RepeatGRU
+    from onion.training import train_model
+    import torch
+    train = read_sequences(cwd / "data/datasets/train.parquet", 9)
+    valid = read_sequences(cwd / "data/datasets/valid.parquet", 9)
+    torch.manual_seed(0)
+    train_model(RepeatGRU(from_dict(DataConfig, config["data"]).n_symbols, 8), train, valid,
+                from_dict(TrainConfig, config["train"]), 0, torch.device("cpu"),
+                cwd / f"data/checkpoints/{MODEL}/train.pt", stop_after=100)
+
+
+def test_training_killed_with_other_data_starts_over(tmp_path, finished_run):
+    """Killed with data.seed 1, rerun with data.seed 0: the model is the clean run's model."""
+    seed1 = {**TINY, "data": {**TINY["data"], "seed": 1}}
+    cwd = workdir(tmp_path, seed1)
+    assert snakemake(cwd, "data/datasets/train.parquet").returncode == 0
+    _stale_training_checkpoint(cwd, seed1)
+    (cwd / "tiny.yaml").write_text(yaml.safe_dump(TINY))  # back to data.seed 0
+    result = snakemake(cwd, f"data/models/{MODEL}/metrics.json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (cwd / f"data/logs/train_model/{MODEL}.log").read_text()
+    assert "starting over" in log and "training data differ" in log and "resuming" not in log
+    ours = json.loads((cwd / f"data/models/{MODEL}/metrics.json").read_text())
+    clean = json.loads((finished_run / f"data/models/{MODEL}/metrics.json").read_text())
+    assert ours["exact_match"] == clean["exact_match"] and ours["training"]["resumed_from"] == 0
+
+
+def test_probe_killed_then_model_retrained_starts_over(tmp_path):
+    """A probe killed, then its model retrained with another train.lr: the probe starts over."""
+    from onion.extract import read_states
+    from onion.probes import ProbeConfig, train_probe
+    from onion.config import from_dict
+    cwd = workdir(tmp_path, TINY)
+    states = f"data/states/{MODEL}/final_states.parquet"
+    assert snakemake(cwd, states).returncode == 0
+    h, data, _ = read_states(cwd / states, "train", 9)
+    train_probe("mlp", h, data, 30, from_dict(ProbeConfig, TINY["probes"]), 0, "cpu",
+                cwd / f"data/checkpoints/{MODEL}/probe-mlp.pt", stop_after=10)
+    retrained = {**TINY, "train": {**TINY["train"], "lr": 0.002}}
+    (cwd / "tiny.yaml").write_text(yaml.safe_dump(retrained))
+    result = snakemake(cwd, f"data/analyses/{MODEL}/probe-mlp.json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (cwd / f"data/logs/train_probe/{MODEL}/mlp.log").read_text()
+    assert "starting over" in log and "states differ" in log and "resuming" not in log
+
+
+def test_grid_overrides_of_top_level_settings_are_reported(tmp_path):
+    config = {**TINY, "grids": {"tiny": {**TINY["grids"]["tiny"], "interventions": {"steps": 7}}}}
+    result = snakemake(workdir(tmp_path, config), "-n")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0
+    assert "grid 'tiny' overrides the top-level settings: interventions.steps = 7" in out
+    assert "top level: 30" in out

@@ -1,36 +1,38 @@
 # Helpers shared by all rules: config validation, the grid, paths, CLI arguments, resources.
 import json
 import shlex
+import sys
 
 from snakemake.utils import validate
 
 
 def check_config(config, schema_path):
     """Stop before any job with one line per problem, each naming its config key."""
-    import jsonschema
     import yaml
+    from onion.config_checks import config_problems, grid_overrides
 
     with open(schema_path) as f:
         schema = yaml.safe_load(f)
-    problems = []
-    for error in jsonschema.Draft202012Validator(schema).iter_errors(config):
-        key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        problems.append(f"  config key '{key}': {error.message}")
+    # CUDA is checked only where the jobs run here; a cluster's login node often has none
+    cuda = cuda_is_available if workflow.local_exec else None
+    problems = config_problems(config, schema, cuda_available=cuda)
     if problems:
-        raise ValueError("invalid configuration:\n" + "\n".join(sorted(problems)))
+        raise ValueError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+    overrides = grid_overrides(config)
+    if overrides and workflow.is_main_process:
+        print(f"grid '{config['grid']}' overrides the top-level settings: " + "; ".join(overrides),
+              file=sys.stderr)
+
+
+def cuda_is_available():
+    import torch
+
+    return torch.cuda.is_available()
 
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 check_config(config, SCHEMA)
 validate(config, SCHEMA)
-
-if config["grid"] not in config["grids"]:
-    raise ValueError(
-        f"config key 'grid': {config['grid']!r} is not one of the grids defined under 'grids' "
-        f"({', '.join(config['grids'])})"
-    )
-if config["data"]["min_length"] > config["data"]["max_length"]:
-    raise ValueError("config keys 'data.min_length' and 'data.max_length': min_length exceeds max_length")
 
 GRID = config["grids"][config["grid"]]
 # Every (variant, size, seed) of the grid: the union of its blocks' cross products, in order.
@@ -76,9 +78,7 @@ def grid_paths(pattern, variants=None, sizes=None):
 def uses_cuda():
     """Whether jobs will run on CUDA: decided by `device`, probing torch only for 'auto'."""
     if config["device"] == "auto":
-        import torch
-
-        return torch.cuda.is_available()
+        return cuda_is_available()
     return config["device"] == "cuda"
 
 

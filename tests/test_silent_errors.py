@@ -1,0 +1,117 @@
+"""Never a silent wrong number: stale checkpoints, NaN/Inf and corrupt files are named."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from onion.config import DataConfig, TrainConfig
+from onion.data import make_datasets, random_sequences
+from onion.files import write_json
+from onion.model import RepeatGRU, load_model, save_model
+from onion.probes import ProbeConfig, train_probe
+from onion.runtime import NonFiniteError, fingerprint
+from onion.training import train_model
+
+DATA = DataConfig(n_symbols=6, min_length=2, max_length=4, n_train=3000, n_valid=60, seed=0,
+                  train_sampling="iid", das_length=4)
+CPU = torch.device("cpu")
+
+
+def test_training_checkpoint_of_other_data_is_not_resumed(tmp_path, capsys):
+    """A run killed with data.seed 1, rerun with data.seed 0, must start over and say why."""
+    cfg = TrainConfig(steps=20, batch_size=16, checkpoint_every=10, eval_every=0, log_every=10)
+    other_train, other_valid = make_datasets(dataclasses.replace(DATA, seed=1))
+    train_model(RepeatGRU(6, 16), other_train, other_valid, cfg, 0, CPU, tmp_path / "ck.pt", stop_after=10)
+    capsys.readouterr()
+    record = train_model(RepeatGRU(6, 16), *make_datasets(DATA), cfg, 0, CPU, tmp_path / "ck.pt")
+    err = capsys.readouterr().err
+    assert record["resumed_from"] == 0
+    assert "starting over" in err and "(training data differ)" in err, err
+
+
+def test_probe_checkpoint_of_other_states_is_not_resumed(tmp_path, capsys):
+    """A probe killed, then its model retrained: the new states must not resume the old probe."""
+    data = random_sequences(np.random.default_rng(0), 500, DataConfig())
+    cfg = ProbeConfig(steps=20, checkpoint_every=10, log_every=10)
+    old = np.random.default_rng(1).normal(size=(500, 8)).astype(np.float32)
+    new = old + 0.01
+    train_probe("linear", old, data, 30, cfg, 0, "cpu", tmp_path / "p.pt", stop_after=10)
+    capsys.readouterr()
+    _, record = train_probe("linear", new, data, 30, cfg, 0, "cpu", tmp_path / "p.pt")
+    assert record["resumed_from"] == 0 and "(states differ)" in capsys.readouterr().err
+    train_probe("linear", new, data, 30, cfg, 0, "cpu", tmp_path / "p.pt", stop_after=10)
+    _, record = train_probe("linear", new, data, 30, cfg, 0, "cpu", tmp_path / "p.pt")
+    assert record["resumed_from"] == 10  # the same inputs still resume
+
+
+def test_fingerprint_sees_content_dtype_and_shape():
+    a = np.arange(12, dtype=np.int64)
+    assert fingerprint(a) == fingerprint(a.copy()) == fingerprint(torch.as_tensor(a))
+    assert fingerprint(a) != fingerprint(a.reshape(3, 4)) != fingerprint(a.astype(np.int32))
+    b = a.copy()
+    b[5] += 1
+    assert fingerprint(a) != fingerprint(b)
+
+
+def test_infinite_learning_rate_stops_training_naming_step_and_cause():
+    train, valid = make_datasets(DATA)
+    cfg = TrainConfig(steps=5, batch_size=16, lr=float("inf"), eval_every=0, checkpoint_every=0)
+    with pytest.raises(NonFiniteError, match=r"training step \d/5: the loss is nan; train.lr"):
+        train_model(RepeatGRU(6, 16), train, valid, cfg, 0, CPU)
+
+
+def test_nan_states_stop_the_probe_before_training(tmp_path):
+    from onion.cli import main
+    from onion.extract import states_table
+    from onion.files import write_parquet
+    from onion.toymodels import SlotModel
+    rng = np.random.default_rng(0)
+    cfg = DataConfig()
+    table = states_table(SlotModel(), {"train": random_sequences(rng, 300, cfg),
+                                       "valid": random_sequences(rng, 50, cfg)}, "cpu", "autoregressive", 45, 0)
+    h = np.stack(table.column("h").to_numpy(zero_copy_only=False)).astype(np.float32)
+    h[[3, 7, 11], 0] = np.nan
+    import pyarrow as pa
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(h.reshape(-1)), h.shape[1])
+    table = table.set_column(table.schema.get_field_index("h"), "h", flat)
+    write_parquet(table, tmp_path / "states.parquet")
+    out = tmp_path / "probe.json"
+    rc = main(["train-probe", "--kind", "linear", "--probes", '{"steps": 5}', "--states",
+               str(tmp_path / "states.parquet"), "--device", "cpu", "--out", str(out),
+               "--breakdown", str(tmp_path / "b.parquet")])
+    assert rc == 1 and not out.exists()
+
+
+def test_json_outputs_are_strict(tmp_path):
+    with pytest.raises(ValueError, match="non-finite"):
+        write_json(tmp_path / "m.json", {"exact_match": float("nan")})
+    assert not (tmp_path / "m.json").exists()
+    write_json(tmp_path / "m.json", {"exact_match": 0.5})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"exact_match": 0.5}
+
+
+def test_corrupt_model_file_is_named_without_pytorch_advice(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not a model")
+    with pytest.raises(ValueError) as err:
+        load_model(path)
+    assert str(path) in str(err.value) and "train_model" in str(err.value)
+    assert "weights_only" not in str(err.value)
+
+
+def test_non_finite_weights_are_never_saved_or_loaded(tmp_path):
+    model = RepeatGRU(6, 8)
+    save_model(model, tmp_path / "ok.pt")
+    with torch.no_grad():
+        model.readout.weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match="readout.weight"):
+        save_model(model, tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
+    blob = torch.load(tmp_path / "ok.pt")
+    blob["state_dict"]["readout.weight"][0, 0] = float("nan")
+    torch.save(blob, tmp_path / "nan.pt")
+    with pytest.raises(NonFiniteError, match="nan.pt"):
+        load_model(tmp_path / "nan.pt")
