@@ -4,6 +4,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+from onion.config_checks import load_yaml
+
+load_yaml("config.yaml")  # a syntax error names file and line (Snakemake's own message does not)
+
+
 configfile: "config.yaml"
 
 

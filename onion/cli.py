@@ -79,6 +79,20 @@ def cmd_summary(args) -> None:
     log(f"wrote {args.out}")
 
 
+def cmd_check_config(args) -> None:
+    import yaml
+    from onion.config_checks import config_problems, load_yaml, merge
+    config = {}
+    for path in args.files:
+        config = merge(config, load_yaml(path))
+    with open(args.schema) as f:
+        schema = yaml.safe_load(f)
+    problems = config_problems(config, schema, cuda_available=torch.cuda.is_available)
+    if problems:
+        raise ValueError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+    log(f"{' + '.join(args.files)}: valid")
+
+
 def cmd_benchmark_training(args) -> None:
     from onion.benchmark import benchmark_training
     set_threads(args.threads)
@@ -372,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", required=True, help="table4_probes.csv")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("check-config", help="check config files as the workflow would, naming lines")
+    p.add_argument("files", nargs="+", help="config.yaml, then any --configfile files, merged in order")
+    p.add_argument("--schema", default="workflow/schemas/config.schema.yaml")
+    p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("benchmark-training", help="steps/s of our loop vs a pack_padded_sequence loop")
     p.add_argument("--sizes", type=int, nargs="+", default=[48, 64, 128])

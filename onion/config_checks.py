@@ -120,3 +120,27 @@ def grid_overrides(config: dict) -> list[str]:
             if top != value:
                 lines.append(f"{section}.{key} = {value!r} (grid '{config['grid']}'; top level: {top!r})")
     return lines
+
+
+def load_yaml(path) -> dict:
+    """A YAML config file as a dict; a syntax error names the file, line and column."""
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = yaml.safe_load(f)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        raise ValueError(f"{where}: not valid YAML ({err.problem or err.context})") from err
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f"{path}: a config file must hold a mapping of keys at the top level")
+    return value or {}
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Snakemake's --configfile merge: nested mappings merge, everything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and \
+            isinstance(merged.get(key), dict) else value
+    return merged

@@ -67,3 +67,21 @@ def test_grid_overrides_are_reported():
     assert any("interventions.steps = 6000" in line and "top level: 12345" in line for line in lines)
     assert grid_overrides(_with({"grid": "paper"})) == [
         "extract.n_train_states = 200000 (grid 'paper'; top level: 100000)"]
+
+
+def test_yaml_errors_name_file_and_line(tmp_path):
+    from onion.config_checks import load_yaml
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  seed: 1\n  n_train: [1\n")
+    with pytest.raises(ValueError, match=r"bad.yaml, line \d+, column \d+: not valid YAML"):
+        load_yaml(bad)
+
+
+def test_check_config_command_merges_files_like_snakemake(tmp_path):
+    from onion.cli import main
+    override = tmp_path / "mine.yaml"
+    override.write_text("train:\n  lr: .inf\n")
+    assert main(["check-config", str(REPO / "config.yaml"), "--schema",
+                 str(REPO / "workflow/schemas/config.schema.yaml")]) == 0
+    assert main(["check-config", str(REPO / "config.yaml"), str(override), "--schema",
+                 str(REPO / "workflow/schemas/config.schema.yaml")]) == 1

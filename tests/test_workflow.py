@@ -38,7 +38,8 @@ def workdir(tmp_path: Path, config: dict) -> Path:
 
 
 def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["snakemake", "--cores", "2", "--configfile", "tiny.yaml", *args],
+    # targets first: --configfile takes every argument after it
+    return subprocess.run(["snakemake", *args, "--cores", "2", "--configfile", "tiny.yaml"],
                           cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
