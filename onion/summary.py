@@ -191,7 +191,7 @@ def write_summary(base_csv, interventions_csv, probes_csv, out) -> str:
              "success, at least its mean − max(2 s.d., 0.05).", "",
              "## The contrast: linear methods fail on small autoregressive GRUs and succeed where "
              "the state is linear", "",
-             f"**{contrast}.** Criterion: {contrast_verdict.__doc__.strip()} Claims 2, 4 and 5: "
+             f"**{contrast}.** Criterion: {' '.join(contrast_verdict.__doc__.split())} Claims 2, 4 and 5: "
              f"{results['small_int'][0]}, {results['small_probe'][0]}, {results['no_input'][0]}.", ""]
     for title, claim, key in claims:
         verdict, evidence = results[key]

@@ -97,3 +97,15 @@ def test_contrast_needs_both_directions(tmp_path):
         _probes(ar_probes + [("linear", "no_input", 64, linear_on_no_input)]).to_csv(tmp_path / "p.csv")
         text = write_summary(tmp_path / "b.csv", tmp_path / "i.csv", tmp_path / "p.csv", tmp_path / "s.md")
         assert text.split("## ")[1].split("\n\n")[1].startswith(f"**{expected}.**"), text
+
+
+def test_sizes_the_paper_lacks_are_not_in_the_paper(tmp_path):
+    """N = 16 is not in the paper: no 'NOT reproduced', no 'paper nan'."""
+    _table([("autoregressive", 16, 0.5, 0.0, 2, float("nan"), float("nan"))], ["variant"]).to_csv(tmp_path / "b.csv")
+    _table([("autoregressive", "onion", 16, 0.5, 0.0, 2, float("nan"), float("nan"))],
+           ["variant", "kind"]).to_csv(tmp_path / "i.csv")
+    _table([("onion", "autoregressive", 16, 0.5, 0.0, 2, float("nan"), float("nan"))],
+           ["kind", "variant"]).to_csv(tmp_path / "p.csv")
+    text = write_summary(tmp_path / "b.csv", tmp_path / "i.csv", tmp_path / "p.csv", tmp_path / "s.md")
+    assert "not in the paper" in text and "nan" not in text
+    assert NOT_REPRODUCED not in text
