@@ -80,16 +80,11 @@ def cmd_summary(args) -> None:
 
 
 def cmd_check_config(args) -> None:
-    import yaml
-    from onion.config_checks import config_problems, load_yaml, merge
+    from onion.config_checks import check_config, load_yaml, merge
     config = {}
     for path in args.files:
         config = merge(config, load_yaml(path))
-    with open(args.schema) as f:
-        schema = yaml.safe_load(f)
-    problems = config_problems(config, schema, cuda_available=torch.cuda.is_available)
-    if problems:
-        raise ValueError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+    check_config(config, args.schema, cuda_available=torch.cuda.is_available)
     log(f"{' + '.join(args.files)}: valid")
 
 
@@ -110,14 +105,14 @@ def cmd_train_intervention(args) -> None:
     device = resolve_device(args.device)
     data_cfg = from_dict(DataConfig, args.data, "data")
     cfg = from_dict(InterventionConfig, args.interventions, "interventions")
-    if args.kind.startswith("linear") and not args.das_valid_data:
+    linear = args.kind.startswith("linear")
+    if linear and not args.das_valid_data:
         raise ValueError(f"--das-valid-data is required for the {args.kind} intervention")
     model = _load_checked_model(args, device)
     train = read_sequences(args.train_data, data_cfg.max_length)
     valid = read_sequences(args.valid_data, data_cfg.max_length)
     log(f"training the {args.kind} intervention on {args.variant} N={args.size} seed={args.seed} "
         f"on {device} ({torch.get_num_threads()} threads): {cfg}")
-    linear = args.kind.startswith("linear")
     intervention, record = train_intervention(model, args.kind, train, cfg, args.seed, device,
                                               data_cfg.max_length, args.checkpoint,
                                               das_length=data_cfg.das_length if linear else None)

@@ -110,6 +110,16 @@ def config_problems(config: dict, schema: dict,
     return cross_field_problems(config, cuda_available)
 
 
+def check_config(config: dict, schema_path, cuda_available: Callable[[], bool] | None = None) -> None:
+    """Raise ValueError listing every problem of `config` against the schema file and the rules."""
+    import yaml
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    problems = config_problems(config, schema, cuda_available)
+    if problems:
+        raise ValueError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
 def grid_overrides(config: dict) -> list[str]:
     """One line per value of a top-level section that the active grid replaces."""
     grid = config["grids"][config["grid"]]

@@ -8,16 +8,10 @@ from snakemake.utils import validate
 
 def check_config(config, schema_path):
     """Stop before any job with one line per problem, each naming its config key."""
-    import yaml
-    from onion.config_checks import config_problems, grid_overrides
+    from onion.config_checks import check_config as check, grid_overrides
 
-    with open(schema_path) as f:
-        schema = yaml.safe_load(f)
     # CUDA is checked only where the jobs run here; a cluster's login node often has none
-    cuda = cuda_is_available if workflow.local_exec else None
-    problems = config_problems(config, schema, cuda_available=cuda)
-    if problems:
-        raise ValueError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+    check(config, schema_path, cuda_available=cuda_is_available if workflow.local_exec else None)
     overrides = grid_overrides(config)
     if overrides and workflow.is_main_process:
         print(f"grid '{config['grid']}' overrides the top-level settings: " + "; ".join(overrides),
@@ -57,7 +51,9 @@ wildcard_constraints:
 
 def settings(section):
     """A config section with the active grid's overrides applied."""
-    return {**config[section], **GRID.get(section, {})}
+    from onion.config_checks import grid_settings
+
+    return grid_settings(config, section)
 
 
 def as_json_arg(values):
