@@ -12,7 +12,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from onion.config import DataConfig, TrainConfig
 from onion.data import random_sequences
 from onion.model import RepeatGRU
-from onion.training import make_optimizer, sequence_loss, train_step
+from onion.runtime import synchronize
+from onion.training import make_optimizer, packed_batches, sequence_loss, train_step
 
 
 def reference_step(model: RepeatGRU, optimizer, tokens: torch.Tensor, lengths: torch.Tensor):
@@ -38,16 +39,14 @@ def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0
     loops see the same machine load. Batches are the paper's (256 sequences, lengths 2-9)."""
     data_cfg, train_cfg = DataConfig(), TrainConfig()
     data = random_sequences(np.random.default_rng(seed), steps * train_cfg.batch_size, data_cfg)
-    tokens = torch.as_tensor(data.tokens, device=device)
-    lengths = torch.as_tensor(data.lengths, device=device)
     rows = []
     for size in sizes:
         elapsed = {"ours": 0.0, "pack_padded_reference": 0.0}
         for name in elapsed:  # warm-up
-            _time_loop(name, size, tokens, lengths, 5, train_cfg, device)
+            _time_loop(name, size, data, 5, train_cfg, device)
         for _ in range(rounds):
             for name in elapsed:
-                elapsed[name] += _time_loop(name, size, tokens, lengths, steps // rounds,
+                elapsed[name] += _time_loop(name, size, data, steps // rounds,
                                             train_cfg, device)
         done = rounds * (steps // rounds)
         ours, ref = done / elapsed["ours"], done / elapsed["pack_padded_reference"]
@@ -57,7 +56,7 @@ def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0
     return pd.DataFrame(rows)
 
 
-def _time_loop(name, size, tokens, lengths, steps, cfg: TrainConfig, device) -> float:
+def _time_loop(name, size, data, steps, cfg: TrainConfig, device) -> float:
     torch.manual_seed(0)
     model = RepeatGRU(30, size).to(device)
     if name == "ours":
@@ -67,15 +66,11 @@ def _time_loop(name, size, tokens, lengths, steps, cfg: TrainConfig, device) -> 
                                       betas=cfg.betas)
         step_fn = reference_step
     batch = cfg.batch_size
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for i in range(steps):
         sl = slice(i * batch, (i + 1) * batch)
         step_fn(model, optimizer, tokens[sl], lengths[sl])
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()

@@ -14,12 +14,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from onion.counterfactuals import KINDS, Counterfactuals, make_counterfactuals, n_variables
+from onion.counterfactuals import (KINDS, Counterfactuals, make_counterfactuals, n_variables,
+                                   step_generator)
 from onion.das import LinearDAS
 from onion.data import SequenceSet
 from onion.evaluation import accuracy_summary
 from onion.onion_intervention import OnionIntervention
-from onion.runtime import Progress, fingerprint, resume, save_checkpoint
+from onion.runtime import Progress, fingerprint, resume, save_checkpoint, synchronize
 from onion.training import make_optimizer, sequence_loss
 
 
@@ -59,20 +60,28 @@ def targets_for(kind: str, data: SequenceSet, das_length: int | None) -> Sequenc
     return data
 
 
-def _to_batch(cf: Counterfactuals, device) -> dict:
-    """Tensors on `device`, cut to the longest sequence in the batch."""
-    width = int(cf.lengths.max())
-    batch = {"target": cf.target[:, :width], "lengths": cf.lengths, "base": cf.base[:, :width],
-             "changed": cf.changed[:, :width], "variables": cf.variables}
-    if cf.source is not None:
-        batch["source"] = cf.source[:, :width]
-    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
-
-
 def _freeze(model) -> dict:
     for p in model.parameters():
         p.requires_grad_(False)
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def intervention_step(model, intervention, optimizer, kind: str, tokens: torch.Tensor,
+                      lengths: torch.Tensor, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """One update of `intervention` on targets tokens [n, T], lengths [n] (on the device). Batch,
+    counterfactuals and Gumbel noise are drawn on the device, a pure function of (seed, step).
+    Returns the loss, still on the device."""
+    generator = step_generator(seed, step, tokens.device)
+    idx = torch.randint(len(tokens), (batch_size,), generator=generator, device=tokens.device)
+    batch = make_counterfactuals(kind, tokens[idx], lengths[idx], generator, model.n_symbols).batch()
+    batch["generator"] = generator
+    h = intervention(model, batch)  # [B, N]
+    logits = model.decode(h, model.decoder_inputs(batch["target"]))  # [B, T, V]
+    loss = sequence_loss(logits, batch["target"], batch["lengths"]) + intervention.regularizer()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionConfig, seed: int,
@@ -97,26 +106,20 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
     # cuDNN's GRU backward needs train mode; the repeat models have no dropout, so it changes nothing
     model.train()
     intervention.train()
+    tokens = torch.as_tensor(targets.tokens, device=device)  # [n, T], on the device once
+    lengths = torch.as_tensor(targets.lengths, device=device)  # [n]
     progress = Progress(cfg.steps, start=start, every=cfg.log_every, label=f"{kind} intervention step",
                         cause="interventions.lr may be too high")
     began, end = time.perf_counter(), cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     loss = None
     for step in range(start, end):
-        rng = np.random.default_rng([seed, step])
-        idx = rng.integers(0, len(targets), size=cfg.batch_size)
-        cf = make_counterfactuals(kind, targets.tokens[idx], targets.lengths[idx], rng, model.n_symbols)
-        batch = _to_batch(cf, device)
-        batch["generator"] = torch.Generator(device).manual_seed(seed * 1_000_003 + step)  # Gumbel noise
-        h = intervention(model, batch)  # [B, N]
-        logits = model.decode(h, model.decoder_inputs(batch["target"]))  # [B, T, V]
-        loss = sequence_loss(logits, batch["target"], batch["lengths"]) + intervention.regularizer()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = intervention_step(model, intervention, optimizer, kind, tokens, lengths,
+                                 cfg.batch_size, seed, step)
         done = step + 1
-        progress.update(done, loss.item())
+        progress.update(done, loss)
         if checkpoint_path and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
                 and done != cfg.steps:
+            progress.check(done)  # never checkpoint a diverged intervention
             save_checkpoint(checkpoint_path, {"identity": identity, "step": done,
                                               "intervention": intervention.state_dict(),
                                               "optimizer": optimizer.state_dict()})
@@ -125,20 +128,21 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
     after = model.state_dict()
     if any(not torch.equal(before[k], after[k]) for k in before):
         raise RuntimeError("the frozen model changed while training an intervention")
+    synchronize(device)  # the clock counts the queued GPU work too
     seconds = time.perf_counter() - began
     return intervention, {"steps": cfg.steps, "resumed_from": start, "steps_this_run": end - start,
                           "seconds_this_run": seconds,
                           "steps_per_second": (end - start) / max(seconds, 1e-9),
-                          "final_loss": float(loss.item()) if loss is not None else None,
+                          "final_loss": float(loss.detach()) if loss is not None else None,
                           "finished": end == cfg.steps}
 
 
 def eval_counterfactuals(kind: str, valid: SequenceSet, seed: int, n_symbols: int) -> Counterfactuals:
     """One held-out counterfactual per target of `valid` (for linear DAS: the dedicated length-9
-    validation set), fixed by `seed`."""
-    targets = valid
-    rng = np.random.default_rng([seed, 2**31 - 1])  # a stream no training step uses
-    return make_counterfactuals(kind, targets.tokens, targets.lengths, rng, n_symbols)
+    validation set), fixed by `seed` and drawn on the CPU, so every device scores the same set."""
+    generator = step_generator(seed, 2**63 - 1, "cpu")  # a stream no training step uses
+    return make_counterfactuals(kind, torch.as_tensor(valid.tokens), torch.as_tensor(valid.lengths),
+                                generator, n_symbols)
 
 
 @torch.no_grad()
@@ -150,19 +154,14 @@ def evaluate_intervention(model, intervention, cf: Counterfactuals, device,
     model.eval()
     intervention.eval()
     width = cf.target.shape[1]
-    preds = []
-    for start in range(0, len(cf), batch_size):
-        part = Counterfactuals(**{f.name: None if getattr(cf, f.name) is None
-                                  else getattr(cf, f.name)[start:start + batch_size]
-                                  for f in dataclasses.fields(cf)})
-        batch = _to_batch(part, device)
-        pred = model.generate(intervention(model, batch), width).cpu().numpy()
-        preds.append(pred)
+    preds = [model.generate(intervention(model, cf.part(slice(i, i + batch_size)).to(device).batch()),
+                            width).cpu().numpy() for i in range(0, len(cf), batch_size)]
     pred = np.concatenate(preds)
-    summary = accuracy_summary(pred, cf.target, cf.lengths)
-    exact = ((pred == cf.target) | (np.arange(width)[None, :] >= cf.lengths[:, None])).all(1)
-    summary["per_intervened_position"] = {int(p): float(exact[cf.changed[:, p]].mean())
-                                          for p in range(width) if cf.changed[:, p].any()}
+    target, lengths, changed = cf.target.numpy(), cf.lengths.numpy(), cf.changed.numpy()
+    summary = accuracy_summary(pred, target, lengths)
+    exact = ((pred == target) | (np.arange(width)[None, :] >= lengths[:, None])).all(1)
+    summary["per_intervened_position"] = {int(p): float(exact[changed[:, p]].mean())
+                                          for p in range(width) if changed[:, p].any()}
     return summary
 
 

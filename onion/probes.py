@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from onion.data import SequenceSet
 from onion.evaluation import accuracy_summary
-from onion.runtime import Progress, fingerprint, resume, save_checkpoint
+from onion.runtime import Progress, fingerprint, resume, save_checkpoint, synchronize
 
 KINDS = ("linear", "mlp", "onion", "gru_autoregressive", "gru_no_input")
 
@@ -50,8 +50,8 @@ class ProbeConfig:
 
 def masked_ce(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the first L positions: logits [B, T, S], tokens [B, T], lengths [B]."""
-    mask = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
-    return F.cross_entropy(logits[mask], tokens[mask])
+    from onion.training import sequence_loss
+    return sequence_loss(logits, tokens, lengths)
 
 
 class FlatProbe(nn.Module):
@@ -170,6 +170,38 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, step]).integers(0, n, size=batch_size)
 
 
+def batch_index_chunks(start: int, end: int, batch_size: int, n: int, seed: int, device,
+                       chunk: int = 256):
+    """(step, indices [batch_size] on `device`) for steps start..end-1; the indices of `chunk`
+    steps are drawn on the host and uploaded at once, so steps do not wait for a transfer."""
+    for first in range(start, end, chunk):
+        steps = range(first, min(first + chunk, end))
+        block = np.stack([batch_indices(s, batch_size, n, seed) for s in steps])  # [chunk, B]
+        block = torch.from_numpy(block).to(device, non_blocking=True)
+        yield from zip(steps, block)
+
+
+def make_probe_optimizer(probe: nn.Module, cfg: ProbeConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices and embeddings only, not on biases, gains and the
+    onion scales."""
+    decay = [p for p in probe.parameters() if p.dim() >= 2]
+    no_decay = [p for p in probe.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+
+
+def probe_step(probe, optimizer, h: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
+               lr: float) -> torch.Tensor:
+    """One update on states h [B, N] of sequences tokens [B, T], lengths [B]; the loss, on the device."""
+    loss = probe.loss(h, tokens, lengths)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train_probe(kind: str, h: np.ndarray, data: SequenceSet, n_symbols: int, cfg: ProbeConfig,
                 seed: int, device, checkpoint_path=None, stop_after: int | None = None,
                 eval_every: int = 0, valid: tuple[np.ndarray, SequenceSet] | None = None):
@@ -182,11 +214,7 @@ def train_probe(kind: str, h: np.ndarray, data: SequenceSet, n_symbols: int, cfg
     torch.manual_seed(seed)
     max_length = data.tokens.shape[1]
     probe = make_probe(kind, h.shape[1], n_symbols, max_length).to(device)
-    # weight decay on matrices and embeddings only, not on biases, gains and the onion scales
-    decay = [p for p in probe.parameters() if p.dim() >= 2]
-    no_decay = [p for p in probe.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+    optimizer = make_probe_optimizer(probe, cfg)
     identity = {"kind": kind, "probe": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
                 "states": fingerprint(h, data.tokens, data.lengths)}
     state = resume(checkpoint_path, identity, device, probe, optimizer, "probe", cfg.steps)
@@ -199,31 +227,27 @@ def train_probe(kind: str, h: np.ndarray, data: SequenceSet, n_symbols: int, cfg
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     began = time.perf_counter()
     probe.train()
-    for step in range(start, end):
-        idx = torch.as_tensor(batch_indices(step, cfg.batch_size, len(data), seed), device=device)
-        loss = probe.loss(states[idx], tokens[idx], lengths[idx])
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_at(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    for step, idx in batch_index_chunks(start, end, cfg.batch_size, len(data), seed, device):
+        loss = probe_step(probe, optimizer, states[idx], tokens[idx], lengths[idx], cfg.lr_at(step))
         done, extra = step + 1, ""
         if valid is not None and eval_every and done % eval_every == 0:
             acc = evaluate_probe(probe, *valid, device)["exact_match"]
             curve.append({"step": done, "exact_match": acc})
             extra = f"held-out exact match {acc:.3f}"
             probe.train()
-        progress.update(done, loss.item(), extra)
+        progress.update(done, loss, extra)
         if checkpoint_path and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
                 and done != cfg.steps:
+            progress.check(done)  # never checkpoint a diverged probe
             save_checkpoint(checkpoint_path, {"identity": identity, "step": done, "curve": curve,
                                               "probe": probe.state_dict(),
                                               "optimizer": optimizer.state_dict()})
+    synchronize(device)  # the clock counts the queued GPU work too
     seconds = time.perf_counter() - began
     probe.eval()
     return probe, {"steps": cfg.steps, "resumed_from": start, "steps_this_run": end - start,
                    "seconds_this_run": seconds, "finished": end == cfg.steps, "curve": curve,
-                   "final_loss": float(loss.item()) if end > start else None}
+                   "final_loss": float(loss) if end > start else None}
 
 
 @torch.no_grad()

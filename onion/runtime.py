@@ -9,14 +9,78 @@ import torch
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu'/'cuda' force one (cuda must exist)."""
+    """'auto' -> CUDA when available, else CPU; 'cpu'/'cuda' force one (cuda must exist).
+
+    Plain 'cuda' (no index) shares the visible GPUs between concurrent jobs: see claim_gpu.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available")
     if name != "cpu" and not name.startswith("cuda"):
         raise ValueError(f"unknown device {name!r}; expected auto, cpu or cuda")
+    if name == "cuda":
+        slot, index = claim_gpu(torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        log(f"GPU slot {slot}: using visible GPU {index} of {torch.cuda.device_count()} "
+            f"({torch.cuda.get_device_name(index)})")
+        return torch.device("cuda", index)
     return torch.device(name)
+
+
+_claimed_slots: list = []  # open lock files: a slot is held until this process exits
+
+
+def gpu_slot_dir():
+    """Where the slot locks live: node-local, one set per user and per SLURM allocation (whose
+    visible GPUs are its own); ONION_GPU_SLOT_DIR overrides."""
+    import os
+    import tempfile
+    from pathlib import Path
+    if os.environ.get("ONION_GPU_SLOT_DIR"):
+        return Path(os.environ["ONION_GPU_SLOT_DIR"])
+    name = f"onion-gpu-slots-{os.getuid()}"
+    if os.environ.get("SLURM_JOB_ID"):
+        name += f"-slurm{os.environ['SLURM_JOB_ID']}"
+    return Path(tempfile.gettempdir()) / name
+
+
+def claim_gpu(n_gpus: int, directory=None) -> tuple[int, int]:
+    """Take the lowest free slot 0, 1, 2, ... (an exclusive lock on a file, released by the kernel
+    when the process ends, however it ends) and return (slot, GPU index = slot mod n_gpus).
+
+    So k concurrent jobs spread over the GPUs round-robin, k / n_gpus to a GPU; how many run at
+    once is the scheduler's choice (Snakemake: --resources gpu=k).
+    """
+    import fcntl
+    import os
+    from pathlib import Path
+    directory = Path(directory or gpu_slot_dir())
+    directory.mkdir(parents=True, exist_ok=True)
+    slot = 0
+    while True:
+        fd = os.open(directory / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            slot += 1
+            continue
+        _claimed_slots.append(fd)
+        return slot, slot % max(n_gpus, 1)
+
+
+def release_gpu_slots() -> None:
+    """Give back every slot this process holds (tests; a job simply exits)."""
+    import os
+    while _claimed_slots:
+        os.close(_claimed_slots.pop())
+
+
+def synchronize(device) -> None:
+    """Wait for queued GPU work (before reading a clock); nothing on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def set_threads(threads: int | None) -> None:
@@ -42,29 +106,49 @@ class NonFiniteError(RuntimeError):
 
 
 class Progress:
-    """Periodic 'step, loss, speed, ETA' lines for a loop of `total` steps. A non-finite loss
-    stops the loop with NonFiniteError naming the step and `cause`, the likely reason."""
+    """Periodic 'step, loss, speed, ETA' lines for a loop of `total` steps.
+
+    Losses are summed on their device and read back only at log steps and at `check()`, so the loop
+    never waits for the GPU in between. A non-finite loss stops the loop with NonFiniteError naming
+    the steps and `cause`, the likely reason.
+    """
 
     def __init__(self, total: int, start: int = 0, every: int = 500, label: str = "step",
                  cause: str = "the learning rate may be too high"):
         self.total, self.every, self.label, self.cause = total, every, label, cause
         self.last_step, self.last_time = start, time.perf_counter()
-        self.losses: list[float] = []
+        self.checked_step = start  # losses of steps after this one are not yet checked
+        self.loss_sum, self.count, self.pending = None, 0, None  # window since the last log line
 
-    def update(self, step: int, loss: float, extra: str = "") -> None:
-        """Call after finishing `step` (1-based count of steps done)."""
-        if not math.isfinite(loss):
-            raise NonFiniteError(f"{self.label} {step}/{self.total}: the loss is {loss}; {self.cause}")
-        self.losses.append(loss)
+    def update(self, step: int, loss, extra: str = "") -> None:
+        """Call after finishing `step` (1-based count of steps done) with its loss (a tensor or a
+        float); logs, and checks the losses, every `every` steps and at the last step."""
+        loss = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+        self.pending = self.loss_sum
+        self.count += 1
         if step % self.every and step != self.total:
             return
+        mean_loss = self.check(step)
         now = time.perf_counter()
         speed = (step - self.last_step) / max(now - self.last_time, 1e-9)
         eta = (self.total - step) / max(speed, 1e-9)
-        mean_loss = sum(self.losses) / len(self.losses)
         log(f"{self.label} {step}/{self.total} loss {mean_loss:.4f} | {speed:.1f} steps/s | "
             f"ETA {format_duration(eta)}{' | ' + extra if extra else ''}")
-        self.last_step, self.last_time, self.losses = step, now, []
+        self.last_step, self.last_time, self.loss_sum, self.count = step, now, None, 0
+
+    def check(self, step: int) -> float:
+        """Read the losses back (one host-device synchronisation); raise NonFiniteError if any
+        since the last check is NaN or infinite. Call before saving a checkpoint.
+        Returns the mean loss of the current window."""
+        if self.pending is None:
+            return float("nan")
+        total = float(self.pending)
+        if not math.isfinite(total):
+            steps = f"{step}" if step - self.checked_step <= 1 else f"{self.checked_step + 1}-{step}"
+            raise NonFiniteError(f"{self.label} {steps}/{self.total}: the loss is {total}; {self.cause}")
+        self.checked_step, self.pending = step, None
+        return total / max(self.count, 1)
 
 
 def fingerprint(*arrays) -> str:

@@ -9,13 +9,13 @@ import time
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from onion.config import TrainConfig
 from onion.data import SequenceSet
 from onion.evaluation import evaluate_model
 from onion.model import RepeatGRU
-from onion.runtime import Progress, fingerprint, resume, save_checkpoint
+from onion.runtime import Progress, fingerprint, resume, save_checkpoint, synchronize
 
 
 @functools.lru_cache(maxsize=2)
@@ -33,39 +33,90 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
 
 
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the real output tokens: logits [B, T, V], targets [B, T], lengths [B]."""
+    """Mean cross-entropy over the real output tokens: logits [B, T, V], targets [B, T], lengths [B].
+
+    Padding is ignored by index, not cut out by a boolean mask, so no step waits for the GPU.
+    """
     mask = torch.arange(targets.shape[1], device=targets.device)[None, :] < lengths[:, None]
-    return F.cross_entropy(logits[mask], targets[mask])
+    return F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~mask, -100).flatten(),
+                           ignore_index=-100)
+
+
+def sequence_table(model: RepeatGRU, tokens: torch.Tensor, lengths: torch.Tensor,
+                   chunk: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every example as the one sequence of 2L steps the shared GRU reads when teacher-forced.
+
+    [x_1..x_L, SOS, y_1..y_{L-1}] (no-input variant: SOS, NOINPUT, ...) and its targets (-100 while
+    reading the input). Built once, on the data's device. tokens [n, T], lengths [n] ->
+    (inputs [n, 2T], targets [n, 2T]); steps at or after 2L are padding.
+    """
+    width = tokens.shape[1]
+    steps = torch.arange(2 * width, device=tokens.device)[None, :]  # [1, 2T]
+    inputs, targets = [], []
+    for start in range(0, len(tokens), chunk):
+        tok, length = tokens[start:start + chunk], lengths[start:start + chunk]
+        in_input = steps < length[:, None]  # [b, 2T]
+        out_pos = (steps - length[:, None]).clamp(0, width - 1)  # decoder step index, [b, 2T]
+        inputs.append(torch.where(in_input, tok.repeat(1, 2), model.decoder_inputs(tok).gather(1, out_pos)))
+        targets.append(torch.where(in_input, torch.full_like(inputs[-1], -100), tok.gather(1, out_pos)))
+    return torch.cat(inputs), torch.cat(targets)
+
+
+def pack_plan(idx: np.ndarray, lengths: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the packed batch of examples `idx` lies in a sequence table, computed on the host.
+
+    Packing as pack_padded_sequence(enforce_sorted=False) does it: examples sorted by decreasing
+    length 2L, then time-major. idx [B], lengths [n] (input lengths L), width = the table's 2T ->
+    (positions [sum 2L] into the flattened table, batch_sizes [max 2L], int64 on the CPU).
+    """
+    steps = torch.from_numpy(2 * lengths[idx].astype(np.int64))  # [B]
+    sorted_steps, order = torch.sort(steps, descending=True)  # the order packing itself uses
+    rows = torch.from_numpy(idx.astype(np.int64))[order]  # [B] table rows, longest first
+    t = torch.arange(int(sorted_steps[0]))[:, None]  # [S, 1]
+    inside = t < sorted_steps[None, :]  # [S, B]
+    positions = (rows[None, :] * width + t)[inside]  # time-major, then by length
+    return positions, inside.sum(1)
+
+
+def packed_batch_loss(model: RepeatGRU, inputs: torch.Tensor, targets: torch.Tensor,
+                      batch_sizes: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced loss of a packed batch: inputs, targets [sum 2L] (time-major, as pack_plan
+    orders them), batch_sizes [max 2L] on the CPU. Encoder and decoder are one packed GRU call."""
+    embedded = PackedSequence(model.embedding(inputs), batch_sizes)
+    states, _ = model.gru(embedded)
+    return F.cross_entropy(model.readout(states.data), targets, ignore_index=-100)
 
 
 def packed_loss(model: RepeatGRU, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Teacher-forced loss with encoder and decoder as one packed GRU call.
-
-    The same GRU reads the input and then decodes, so each example is one sequence of 2L steps
-    [x_1..x_L, SOS, y_1..y_{L-1}] (no-input variant: SOS, NOINPUT, ...); packing skips the padding.
-    Equal to sequence_loss(model(tokens, lengths), ...) up to float rounding.
-    tokens [B, T], lengths [B] -> scalar.
-    """
-    batch, width = tokens.shape
-    steps = torch.arange(2 * width, device=tokens.device)[None, :]  # [1, 2T]
-    in_input = steps < lengths[:, None]  # [B, 2T]
-    decoder_in = model.decoder_inputs(tokens)  # [B, T]
-    out_pos = (steps - lengths[:, None]).clamp(0, width - 1)  # decoder step index, [B, 2T]
-    seq = torch.where(in_input, tokens.repeat(1, 2), decoder_in.gather(1, out_pos))
-    target = torch.where(in_input, torch.full_like(seq, -100), tokens.gather(1, out_pos))
-    packed = pack_padded_sequence(torch.stack([seq, target], -1), (2 * lengths).cpu(),
-                                  batch_first=True, enforce_sorted=False)
-    seq_p, target_p = packed.data.unbind(-1)  # [sum 2L] each
-    embedded = PackedSequence(model.embedding(seq_p), packed.batch_sizes,
-                              packed.sorted_indices, packed.unsorted_indices)
-    states, _ = model.gru(embedded)
-    return F.cross_entropy(model.readout(states.data), target_p, ignore_index=-100)
+    """The teacher-forced loss of a padded batch (tokens [B, T], lengths [B]) through the packed
+    path; equal to sequence_loss(model(tokens, lengths), ...) up to float rounding."""
+    inputs, targets = sequence_table(model, tokens, lengths)
+    positions, batch_sizes = pack_plan(np.arange(len(tokens)), lengths.cpu().numpy(), inputs.shape[1])
+    positions = positions.to(tokens.device)
+    return packed_batch_loss(model, inputs.flatten()[positions], targets.flatten()[positions], batch_sizes)
 
 
-def train_step(model: RepeatGRU, optimizer, tokens: torch.Tensor, lengths: torch.Tensor):
-    """One teacher-forced update on a padded batch: tokens [B, T], lengths [B]. Returns the loss."""
-    tokens = tokens[:, :int(lengths.max())]  # no step beyond the longest sequence
-    loss = packed_loss(model, tokens, lengths)
+def packed_batches(model: RepeatGRU, data: SequenceSet, device):
+    """The sequence table of `data` on `device`, built once, and a function that returns the packed
+    batch of examples idx [B] (a NumPy array): (inputs, targets [sum 2L] on `device`, batch_sizes).
+    Each batch uploads only its positions, without waiting for the device."""
+    inputs, targets = (t.flatten() for t in sequence_table(
+        model, torch.as_tensor(data.tokens, device=device), torch.as_tensor(data.lengths, device=device)))
+    width = 2 * data.tokens.shape[1]
+
+    def batch(idx: np.ndarray):
+        positions, batch_sizes = pack_plan(idx, data.lengths, width)
+        positions = positions.to(device, non_blocking=True)
+        return inputs[positions], targets[positions], batch_sizes
+
+    return batch
+
+
+def train_step(model: RepeatGRU, optimizer, inputs: torch.Tensor, targets: torch.Tensor,
+               batch_sizes: torch.Tensor) -> torch.Tensor:
+    """One teacher-forced update on a packed batch (see packed_batch_loss). Returns the loss,
+    still on the device."""
+    loss = packed_batch_loss(model, inputs, targets, batch_sizes)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -92,28 +143,29 @@ def train_model(model: RepeatGRU, train: SequenceSet, valid: SequenceSet, cfg: T
                 "training data": fingerprint(train.tokens, train.lengths)}
     state = resume(checkpoint_path, identity, device, model, optimizer, "model", cfg.steps)
     start = state["step"] if state else 0
-    tokens = torch.as_tensor(train.tokens, device=device)
-    lengths = torch.as_tensor(train.lengths, device=device)
+    batches = packed_batches(model, train, device)
     progress = Progress(cfg.steps, start=start, every=cfg.log_every, label="training step",
                         cause="train.lr may be too high, or the training data are corrupt")
     began = time.perf_counter()
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    loss = None
     for step in range(start, end):
-        idx = torch.as_tensor(batch_indices(step, cfg.batch_size, len(train), seed), device=device)
-        loss = train_step(model, optimizer, tokens[idx], lengths[idx])
+        loss = train_step(model, optimizer, *batches(batch_indices(step, cfg.batch_size, len(train), seed)))
         done = step + 1
         extra = ""
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
             extra = f"valid exact match {evaluate_model(model, valid, device)['exact_match']:.3f}"
             model.train()
-        progress.update(done, loss.item(), extra)
+        progress.update(done, loss, extra)
         if checkpoint_path and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
                 and done != cfg.steps:
+            progress.check(done)  # never checkpoint a diverged model
             save_checkpoint(checkpoint_path, {"identity": identity, "step": done,
                                               "model": model.state_dict(),
                                               "optimizer": optimizer.state_dict()})
+    synchronize(device)  # the clock counts the queued GPU work too
     seconds = time.perf_counter() - began
     model.eval()
     return {"steps": cfg.steps, "resumed_from": start, "steps_this_run": end - start,
             "seconds_this_run": seconds, "steps_per_second": (end - start) / max(seconds, 1e-9),
-            "final_loss": float(loss.item()) if end > start else None, "finished": end == cfg.steps}
+            "final_loss": float(loss) if loss is not None else None, "finished": end == cfg.steps}

@@ -59,8 +59,18 @@ def test_fingerprint_sees_content_dtype_and_shape():
 def test_infinite_learning_rate_stops_training_naming_step_and_cause():
     train, valid = make_datasets(DATA)
     cfg = TrainConfig(steps=5, batch_size=16, lr=float("inf"), eval_every=0, checkpoint_every=0)
-    with pytest.raises(NonFiniteError, match=r"training step \d/5: the loss is nan; train.lr"):
+    # losses are read back at log steps only (no wait for the GPU each step): the error names the window
+    with pytest.raises(NonFiniteError, match=r"training step 1-5/5: the loss is nan; train.lr"):
         train_model(RepeatGRU(6, 16), train, valid, cfg, 0, CPU)
+
+
+def test_a_diverged_run_never_writes_a_checkpoint(tmp_path):
+    train, valid = make_datasets(DATA)
+    cfg = TrainConfig(steps=8, batch_size=16, lr=float("inf"), eval_every=0, checkpoint_every=3,
+                      log_every=1000)
+    with pytest.raises(NonFiniteError, match=r"training step 1-3/8"):  # checked before the checkpoint
+        train_model(RepeatGRU(6, 16), train, valid, cfg, 0, CPU, checkpoint_path=tmp_path / "ck.pt")
+    assert not (tmp_path / "ck.pt").exists()
 
 
 def test_nan_states_stop_the_probe_before_training(tmp_path):

@@ -86,3 +86,59 @@ def test_benchmark_reference_loop_computes_the_same_loss():
     frozen = torch.optim.SGD(model.parameters(), lr=0.0)
     torch.testing.assert_close(reference_step(model, frozen, tokens, lengths),
                                packed_loss(model, tokens, lengths).detach(), rtol=1e-5, atol=1e-6)
+
+
+def _reference_packed_loss(model, tokens, lengths):
+    """The loss as pack_padded_sequence builds the batch (the earlier, per-step-synchronising path)."""
+    from torch.nn.functional import cross_entropy
+    from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+    width = int(lengths.max())
+    tokens = tokens[:, :width]
+    steps = torch.arange(2 * width)[None, :]
+    in_input = steps < lengths[:, None]
+    out_pos = (steps - lengths[:, None]).clamp(0, width - 1)
+    seq = torch.where(in_input, tokens.repeat(1, 2), model.decoder_inputs(tokens).gather(1, out_pos))
+    target = torch.where(in_input, torch.full_like(seq, -100), tokens.gather(1, out_pos))
+    packed = pack_padded_sequence(torch.stack([seq, target], -1), 2 * lengths, batch_first=True,
+                                  enforce_sorted=False)
+    seq_p, target_p = packed.data.unbind(-1)
+    states, _ = model.gru(PackedSequence(model.embedding(seq_p), packed.batch_sizes,
+                                         packed.sorted_indices, packed.unsorted_indices))
+    return cross_entropy(model.readout(states.data), target_p, ignore_index=-100)
+
+
+def test_device_built_batches_train_bit_identically_to_pack_padded_sequence():
+    """The loop uploads only pack_plan's positions each step; on the CPU the weights it trains are
+    bit for bit those of the per-step pack_padded_sequence loop."""
+    train, valid = make_datasets(TINY_DATA)
+    cfg = TrainConfig(steps=40, batch_size=32, eval_every=0, checkpoint_every=0, log_every=20)
+    torch.manual_seed(0)
+    ours = RepeatGRU(6, 16)
+    reference = RepeatGRU(6, 16)
+    reference.load_state_dict(ours.state_dict())
+    train_model(ours, train, valid, cfg, seed=0, device=torch.device("cpu"))
+    from onion.training import make_optimizer
+    optimizer = make_optimizer(reference.parameters(), cfg)
+    tokens, lengths = torch.as_tensor(train.tokens), torch.as_tensor(train.lengths)
+    for step in range(cfg.steps):
+        idx = torch.as_tensor(batch_indices(step, cfg.batch_size, len(train), 0))
+        loss = _reference_packed_loss(reference, tokens[idx], lengths[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for name, value in ours.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[name]), name
+
+
+def test_pack_plan_orders_like_pack_padded_sequence():
+    from torch.nn.utils.rnn import pack_padded_sequence
+    from onion.training import pack_plan
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 10, size=100)
+    idx = rng.integers(0, 100, size=40)
+    table = torch.arange(100 * 18).view(100, 18)  # each entry names its own (row, step)
+    positions, batch_sizes = pack_plan(idx, lengths, 18)
+    packed = pack_padded_sequence(table[idx], torch.as_tensor(2 * lengths[idx]), batch_first=True,
+                                  enforce_sorted=False)
+    assert torch.equal(table.flatten()[positions], packed.data)
+    assert torch.equal(batch_sizes, packed.batch_sizes)
