@@ -97,6 +97,35 @@ def cmd_benchmark_training(args) -> None:
     print(results.to_string(index=False))
 
 
+def cmd_gpu_check(args) -> None:
+    from onion import gpu_check
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    defaults = {"sizes": [64, 1024], "steps": 200, "jobs": [1, 4, 8], "concurrency_size": 64,
+                "concurrency_steps": 2000, "startup_seconds": 40.0} if cuda else \
+        {"sizes": [16, 32], "steps": 5, "jobs": [1, 2], "concurrency_size": 16,
+         "concurrency_steps": 20, "startup_seconds": 15.0}  # the scaled-down CPU version
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.worker:
+        print(json.dumps(gpu_check.worker(args.sizes[0], args.steps, args.device, args.start_at)))
+        return
+    set_threads(args.threads)
+    result = gpu_check.run(args.device, args.sizes, args.steps, args.jobs, args.concurrency_size,
+                           args.concurrency_steps, args.startup_seconds, args.out, args.config)
+    for row in result["agreement"]:
+        log(f"N={row['size']} {row['loop']} {row['kind']}: loss {row['cpu_loss']:.5f} (CPU) vs "
+            f"{row['device_loss']:.5f}; gradients differ by {row['grad_rel_diff']:.1e} relative"
+            f"{'' if row['agree'] else '  <-- DISAGREE'}")
+    for row in result["sync"]:
+        if row["sync_free"] is False:
+            log(f"N={row['size']} {row['loop']} {row['kind']}: a step waits for the GPU: {row['error']}")
+    log(f"gpu-check {'passed' if result['passed'] else 'FAILED'} on {result['device_name']} in "
+        f"{result['seconds']:.0f} s; results in {args.out}")
+    if not result["passed"]:
+        raise SystemExit(1)
+
+
 def cmd_train_intervention(args) -> None:
     from onion.data import read_sequences
     from onion.interventions import (InterventionConfig, eval_counterfactuals, evaluate_intervention,
@@ -395,6 +424,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=4, help="alternations of the two loops per size")
     p.add_argument("--out", default=None)
     p.set_defaults(func=cmd_benchmark_training)
+
+    p = sub.add_parser("gpu-check", help="the CUDA path against the CPU, its speed, 1-8 jobs per GPU, and "
+                                         "the paper grid's projected wall time (scaled down on a CPU)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="default: 64 1024 (CPU: 16 32)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per loop (default 200, CPU 5)")
+    p.add_argument("--jobs", type=int, nargs="+", default=None, help="concurrent jobs (default 1 4 8)")
+    p.add_argument("--concurrency-size", type=int, default=None)
+    p.add_argument("--concurrency-steps", type=int, default=None)
+    p.add_argument("--startup-seconds", type=float, default=None,
+                   help="time the concurrent jobs get to start before they train together")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch threads of the CPU side")
+    p.add_argument("--config", default="config.yaml", help="where the paper grid is defined")
+    p.add_argument("--out", default="gpu-check.json")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_gpu_check)
 
     p = sub.add_parser("train-intervention", help="train and evaluate one intervention on a frozen GRU")
     p.add_argument("--kind", required=True,

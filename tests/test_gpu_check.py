@@ -1,0 +1,72 @@
+"""The prepared GPU check in its scaled-down CPU version, its projection arithmetic, and the GPU
+slot locks that let several jobs share one GPU."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from onion import gpu_check
+from onion.runtime import claim_gpu, release_gpu_slots
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_scaled_down_on_cpu(tmp_path):
+    out = tmp_path / "gpu-check.json"
+    result = gpu_check.run("cpu", sizes=[8], steps=3, jobs=[1, 2], concurrency_size=8,
+                           concurrency_steps=10, startup_seconds=6.0, out=str(out),
+                           config_path=str(REPO / "config.yaml"))
+    assert result["passed"] and json.loads(out.read_text())["passed"]
+    loops = {(r["loop"], r["kind"]) for r in result["agreement"]}
+    assert len(loops) == 10 and ("train", "model") in loops and ("probe", "gru_no_input") in loops
+    assert all(r["loss_rel_diff"] == 0 and r["grad_rel_diff"] == 0 for r in result["agreement"])
+    assert all(r["steps_per_second"] > 0 for r in result["speeds"])
+    assert [r["jobs"] for r in result["concurrency"]] == [1, 2]
+    assert len(result["concurrency"][1]["per_job_steps_per_second"]) == 2
+    for row in result["projection"]:  # 60 models, each trained then analysed
+        assert row["critical_path_hours"] <= row["wall_hours"] <= row["job_hours"] + 1e-9
+        assert row["wall_hours"] >= row["job_hours"] / row["parallel_jobs"] - 1e-9
+
+
+def test_wall_time_simulation_known_answers():
+    # one model: training 1, two analyses of 1 each
+    assert gpu_check.simulate_wall_time([(1.0, [1.0, 1.0])], workers=1) == 3.0
+    assert gpu_check.simulate_wall_time([(1.0, [1.0, 1.0])], workers=2) == 2.0
+    # two models on two slots: A trains 0-2 then analyses 2-3; B trains 0-1 then analyses 1-4
+    assert gpu_check.simulate_wall_time([(2.0, [1.0]), (1.0, [3.0])], workers=2) == 4.0
+
+
+def test_speed_interpolation_and_extrapolation():
+    speeds = [{"loop": "train", "kind": "model", "size": 64, "steps_per_second": 100.0},
+              {"loop": "train", "kind": "model", "size": 256, "steps_per_second": 25.0}]
+    assert gpu_check.speed_at(speeds, "train", "model", 128) == pytest.approx(50.0)  # log-log
+    assert gpu_check.speed_at(speeds, "train", "model", 512) == pytest.approx(25.0 / 4)  # N^-2
+    assert gpu_check.speed_at(speeds, "train", "model", 48) == pytest.approx(100.0)  # held
+
+
+def test_paper_grid_is_read_from_the_config():
+    models, steps = gpu_check.paper_grid(str(REPO / "config.yaml"))
+    assert len(models) == 60 and {s for _, s, _ in models} == {48, 64, 128, 256, 512, 1024}
+    assert steps == {"train": 40000, "intervention": 60000, "probe": 60000}
+
+
+def test_gpu_slots_spread_jobs_round_robin_and_free_on_exit(tmp_path):
+    try:
+        assert [claim_gpu(2, tmp_path) for _ in range(3)] == [(0, 0), (1, 1), (2, 0)]
+        release_gpu_slots()
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sys, time; from onion.runtime import claim_gpu; "
+             f"print(claim_gpu(2, {str(tmp_path)!r}), flush=True); time.sleep(60)"],
+            stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "(0, 0)"  # another job holds slot 0
+        assert claim_gpu(2, tmp_path) == (1, 1)
+        holder.kill()
+        holder.wait()
+        time.sleep(0.1)
+        assert claim_gpu(2, tmp_path) == (0, 0)  # a killed job's slot is free again
+    finally:
+        release_gpu_slots()
