@@ -13,6 +13,11 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import orthogonal
 
 
+def _one_hot(index: torch.Tensor, classes: int, dtype) -> torch.Tensor:
+    """[N] -> [N, classes] one-hot rows, by comparison (F.one_hot may check its input on the host)."""
+    return (index[:, None] == torch.arange(classes, device=index.device)).to(dtype)
+
+
 class LinearDAS(nn.Module):
     def __init__(self, hidden_size: int, n_variables: int):
         super().__init__()
@@ -23,12 +28,12 @@ class LinearDAS(nn.Module):
     def assignment(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """[N, V+1] one-hot rows: a hard Gumbel-softmax sample (temperature 1, straight-through
         gradients of the soft sample) when training, the argmax at evaluation."""
-        hard = F.one_hot(self.logits.argmax(-1), self.n_variables + 1).to(self.logits.dtype)
+        hard = _one_hot(self.logits.argmax(-1), self.n_variables + 1, self.logits.dtype)
         if not self.training:
             return hard
         gumbel = -torch.empty_like(self.logits).exponential_(generator=generator).log()
         soft = torch.softmax(self.logits + gumbel, dim=-1)
-        hard = F.one_hot(soft.argmax(-1), self.n_variables + 1).to(soft.dtype)
+        hard = _one_hot(soft.argmax(-1), self.n_variables + 1, soft.dtype)
         return hard - soft.detach() + soft
 
     def patch(self, h_base: torch.Tensor, h_source: torch.Tensor, variables: torch.Tensor,
