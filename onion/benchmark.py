@@ -11,20 +11,20 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from onion.config import DataConfig, TrainConfig
 from onion.data import random_sequences
-from onion.model import RepeatGRU
+from onion.model import RepeatRNN
 from onion.runtime import synchronize
 from onion.training import make_optimizer, packed_batches, sequence_loss, train_step
 
 
-def reference_step(model: RepeatGRU, optimizer, tokens: torch.Tensor, lengths: torch.Tensor):
+def reference_step(model: RepeatRNN, optimizer, tokens: torch.Tensor, lengths: torch.Tensor):
     """The usual seq2seq update: packed encoder, packed decoder started from its final state."""
     cpu_lengths = lengths.cpu()
     packed = pack_padded_sequence(model.embedding(tokens), cpu_lengths, batch_first=True,
                                   enforce_sorted=False)
-    _, h = model.gru(packed)  # [1, B, N], back in the batch's order
+    _, h = model.rnn(packed)  # [1, B, N], back in the batch's order
     decoder_in = model.embedding(model.decoder_inputs(tokens))
     packed = pack_padded_sequence(decoder_in, cpu_lengths, batch_first=True, enforce_sorted=False)
-    out, _ = model.gru(packed, h)
+    out, _ = model.rnn(packed, h)
     out, _ = pad_packed_sequence(out, batch_first=True)  # [B, max L, N]
     targets = tokens[:, :out.shape[1]]
     loss = sequence_loss(model.readout(out), targets, lengths)
@@ -58,7 +58,7 @@ def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0
 
 def _time_loop(name, size, data, steps, cfg: TrainConfig, device) -> float:
     torch.manual_seed(0)
-    model = RepeatGRU(30, size).to(device)
+    model = RepeatRNN(30, size).to(device)
     if name == "ours":
         optimizer, step_fn = make_optimizer(model.parameters(), cfg), train_step
     else:  # the plain loop: default (for-each) AdamW

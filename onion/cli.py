@@ -41,7 +41,7 @@ def cmd_make_dataset(args) -> None:
 def cmd_train(args) -> None:
     from onion.data import read_sequences
     from onion.evaluation import evaluate_model
-    from onion.model import RepeatGRU, save_model
+    from onion.model import RepeatRNN, save_model
     from onion.training import train_model
     set_threads(args.threads)
     device = resolve_device(args.device)
@@ -49,16 +49,16 @@ def cmd_train(args) -> None:
     train_cfg = from_dict(TrainConfig, args.train, "train")
     train = read_sequences(args.train_data, data_cfg.max_length)
     valid = read_sequences(args.valid_data, data_cfg.max_length)
-    log(f"training {args.variant} GRU N={args.size} seed={args.seed} on {device} "
+    log(f"training {args.variant} {args.cell} N={args.size} seed={args.seed} on {device} "
         f"({torch.get_num_threads()} threads): {train_cfg}")
     torch.manual_seed(args.seed)
-    model = RepeatGRU(data_cfg.n_symbols, args.size, args.variant)
+    model = RepeatRNN(data_cfg.n_symbols, args.size, args.variant, args.cell)
     record = train_model(model, train, valid, train_cfg, args.seed, device, args.checkpoint)
     metrics = evaluate_model(model, valid, device)
     log(f"validation exact match {metrics['exact_match']:.4f} "
         f"({record['steps_per_second']:.1f} steps/s this run)")
     save_model(model, args.model)
-    write_json(args.metrics, {"variant": args.variant, "size": args.size, "seed": args.seed,
+    write_json(args.metrics, {"variant": args.variant, "cell": args.cell, "size": args.size, "seed": args.seed,
                               "device": str(device), **metrics, "training": record})
     if args.checkpoint:
         Path(args.checkpoint).unlink(missing_ok=True)
@@ -388,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--das-valid", required=True, help="the linear-DAS validation set (data.das_length)")
     p.set_defaults(func=cmd_make_dataset)
 
-    p = sub.add_parser("train", help="train one GRU and evaluate it")
+    p = sub.add_parser("train", help="train one repeat model (GRU, LSTM or tanh RNN) and evaluate it")
+    p.add_argument("--cell", default="gru", choices=["gru", "lstm", "rnn_tanh"],
+                   help="the recurrent cell (the paper: gru)")
     p.add_argument("--data", type=_json_arg, default={}, help="data config as JSON")
     p.add_argument("--train", type=_json_arg, default={}, help="training config as JSON")
     p.add_argument("--train-data", required=True)

@@ -1,17 +1,21 @@
-"""Hidden states and GRU gates of a trained model, written to Parquet (PAPER.md §3, §6).
+"""Hidden states and gates of a trained model, written to Parquet (PAPER.md §3, §6).
 
 Two files per model, each from its own job:
 
 - trajectories: one row per (example, time step) over the input phase and then the output phase,
   decoded greedily (the model's own outputs are fed back, as at evaluation). Each row holds the
-  state after the step, h, and the gates that produced it: reset r, update z, candidate n, in
-  PyTorch's order and convention, h' = (1 - z) * n + z * h (the paper's "input gate" is 1 - z).
-- final states: h_L of training-distribution examples (split "train") and of the validation set
-  (split "valid"), with their tokens and lengths, for the probes.
+  hidden state after the step, h, and the cell's gates that produced it (GATES[cell]), in PyTorch's
+  order and convention:
+  GRU: reset r, update z, candidate n; h' = (1 - z) * n + z * h (the paper's "input gate" is 1 - z).
+  LSTM: input i, forget f, candidate g, output o, and the cell state c; c' = f * c + i * g,
+  h' = o * tanh(c').  tanh RNN: no gates; h' = tanh(W_ih x + b_ih + W_hh h + b_hh).
+- final states: the state the decoder starts from (h_L; [h_L; c_L] for the LSTM, 2N numbers) of
+  training-distribution examples (split "train") and of the validation set (split "valid"), with
+  their tokens and lengths, for the probes.
 
-Vectors (h, z, r, n) are stored as fixed-size lists of float32 (one cell per row holds all N
-channels), which keeps N = 1024 at four columns: pandas reads them as arrays per row (np.stack
-the column), DuckDB as lists (h[1] is channel 0), pyarrow as FixedSizeListArray (`vectors()`).
+Vectors are stored as fixed-size lists of float32 (one cell per row holds all N channels), which
+keeps N = 1024 at a few columns: pandas reads them as arrays per row (np.stack the column), DuckDB
+as lists (h[1] is channel 0), pyarrow as FixedSizeListArray (`vectors()`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 
 from onion.data import ALPHABET, SequenceSet, encode_text, no_input_token, sos_token
 
-GATES = ("h", "z", "r", "n")
+GATES = {"gru": ("h", "z", "r", "n"), "lstm": ("h", "c", "i", "f", "g", "o"), "rnn_tanh": ("h",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,17 +71,34 @@ def gru_step(gru: torch.nn.GRU, x: torch.Tensor, h: torch.Tensor):
     return (1 - z) * n + z * h, r, z, n
 
 
+def cell_step(model, x: torch.Tensor, state: dict) -> dict:
+    """One step of the model's cell from its own weights: x [B, N], state {"h"[, "c"]} -> every
+    column of GATES[model.cell], each [B, N]."""
+    layer = model.rnn
+    if model.cell == "gru":
+        h, r, z, n = gru_step(layer, x, state["h"])
+        return {"h": h, "z": z, "r": r, "n": n}
+    pre = x @ layer.weight_ih_l0.T + layer.bias_ih_l0 + state["h"] @ layer.weight_hh_l0.T + layer.bias_hh_l0
+    if model.cell == "rnn_tanh":
+        return {"h": torch.tanh(pre)}
+    i, f, g, o = pre.chunk(4, dim=1)  # PyTorch's LSTM order
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * state["c"] + i * g
+    return {"h": o * torch.tanh(c), "c": c, "i": i, "f": f, "g": g, "o": o}
+
+
 @torch.no_grad()
 def trajectory(model, tokens: list[int]) -> dict:
     """Step-by-step run of one example through input and greedy output phase.
 
     Returns {"token": [2L] inputs fed, "output": [2L] readout argmax (-1 in the input phase),
-    "h"/"z"/"r"/"n": [2L, N] float32 arrays}.
+    and each column of GATES[model.cell]: [2L, N] float32 arrays}.
     """
-    gru, device = model.gru, model.embedding.weight.device
+    device = model.embedding.weight.device
     length, s = len(tokens), model.n_symbols
-    h = torch.zeros(1, model.hidden_size, device=device)
-    fed, outputs, rows = [], [], {k: [] for k in GATES}
+    columns = GATES[model.cell]
+    state = {k: torch.zeros(1, model.hidden_size, device=device) for k in ("h", "c")}
+    fed, outputs, rows = [], [], {k: [] for k in columns}
     for t in range(2 * length):
         if t < length:
             token = tokens[t]
@@ -88,11 +109,11 @@ def trajectory(model, tokens: list[int]) -> dict:
         else:
             token = no_input_token(s)
         x = model.embedding(torch.tensor([token], device=device))  # [1, N]
-        h, r, z, n = gru_step(gru, x, h)
+        state = {**state, **cell_step(model, x, state)}
         fed.append(token)
-        outputs.append(int(model.readout(h).argmax(-1)) if t >= length else -1)
-        for key, value in zip(GATES, (h, z, r, n)):
-            rows[key].append(value[0].float().cpu().numpy())
+        outputs.append(int(model.readout(state["h"]).argmax(-1)) if t >= length else -1)
+        for key in columns:
+            rows[key].append(state[key][0].float().cpu().numpy())
     return {"token": fed, "output": outputs, **{k: np.stack(v) for k, v in rows.items()}}
 
 
@@ -126,7 +147,8 @@ def trajectories_table(model, examples: list[list[int]], variant: str, size: int
     """One row per (example, step); see the module docstring for the columns."""
     cols = {k: [] for k in ("example_id", "text", "length", "phase", "step", "time", "token",
                             "symbol", "output")}
-    mats = {k: [] for k in GATES}
+    columns = GATES[model.cell]
+    mats = {k: [] for k in columns}
     for example_id, tokens in enumerate(examples):
         run = trajectory(model, tokens)
         length = len(tokens)
@@ -141,20 +163,20 @@ def trajectories_table(model, examples: list[list[int]], variant: str, size: int
             cols["token"].append(run["token"][t])
             cols["symbol"].append(symbol_name(run["token"][t], model.n_symbols))
             cols["output"].append(run["output"][t])
-        for key in GATES:
+        for key in columns:
             mats[key].append(run[key])
     n = len(cols["time"])
     types = {"example_id": pa.int32(), "text": pa.string(), "length": pa.int8(), "phase": pa.string(),
              "step": pa.int8(), "time": pa.int16(), "token": pa.int16(), "symbol": pa.string(),
              "output": pa.int16()}
     arrays = {**_keys(n, variant, size, seed), **{k: pa.array(v, types[k]) for k, v in cols.items()},
-              **{k: _vectors(np.concatenate(mats[k])) for k in GATES}}
+              **{k: _vectors(np.concatenate(mats[k])) for k in columns}}
     return pa.table(arrays)
 
 
 @torch.no_grad()
 def final_states(model, data: SequenceSet, device, batch_size: int = 4096) -> np.ndarray:
-    """h_L of every sequence: [n, N] float32."""
+    """The final state of every sequence: [n, state_size] float32."""
     out = []
     for start in range(0, len(data), batch_size):
         tokens = torch.as_tensor(data.tokens[start:start + batch_size], device=device)

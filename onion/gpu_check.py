@@ -27,7 +27,7 @@ from onion.counterfactuals import KINDS as INTERVENTION_KINDS
 from onion.data import SequenceSet, make_datasets
 from onion.interventions import (InterventionConfig, intervention_step, make_intervention,
                                  train_intervention)
-from onion.model import RepeatGRU
+from onion.model import RepeatRNN
 from onion.probes import KINDS as PROBE_KINDS
 from onion.probes import ProbeConfig, make_probe, make_probe_optimizer, probe_step, train_probe
 from onion.runtime import log, synchronize
@@ -43,7 +43,7 @@ class Setup:
     """A model of one size with its data and final states, on the CPU."""
 
     size: int
-    model: RepeatGRU
+    model: RepeatRNN
     train: SequenceSet
     states: np.ndarray  # [n, N] final states of the first n training sequences
     probe_data: SequenceSet
@@ -52,7 +52,7 @@ class Setup:
 def make_setup(size: int, seed: int = 0, n_states: int = 4096) -> Setup:
     train, _ = make_datasets(DATA)
     torch.manual_seed(seed)
-    model = RepeatGRU(DATA.n_symbols, size)
+    model = RepeatRNN(DATA.n_symbols, size)
     probe_data = SequenceSet(train.tokens[:n_states], train.lengths[:n_states])
     with torch.no_grad():
         states = model.encode(torch.as_tensor(probe_data.tokens), torch.as_tensor(probe_data.lengths))
@@ -66,7 +66,7 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0):
     every random draw made there, then moved to `device`. Interventions and probes run in eval
     mode (no Gumbel noise), so both devices compute the same function."""
     torch.manual_seed(seed)
-    model = RepeatGRU(DATA.n_symbols, setup.size)
+    model = RepeatRNN(DATA.n_symbols, setup.size)
     model.load_state_dict(setup.model.state_dict())
     model.to(device)
     idx = np.random.default_rng(seed).integers(0, len(setup.train), size=256)
@@ -118,7 +118,7 @@ def compare_with_cpu(setup: Setup, device) -> list[dict]:
 
 def _step_function(loop: str, kind: str, setup: Setup, device):
     """A closure running one step of the loop's own step function, set up as the loop does."""
-    model = RepeatGRU(DATA.n_symbols, setup.size).to(device)
+    model = RepeatRNN(DATA.n_symbols, setup.size).to(device)
     model.load_state_dict(setup.model.state_dict())
     if loop == "train":
         optimizer, batches = make_optimizer(model.parameters(), TrainConfig()), packed_batches(model, setup.train, device)
@@ -180,12 +180,12 @@ def measure_speeds(setup: Setup, device, steps: int, warmup: int = 3) -> list[di
         for n in (warmup, steps):
             torch.manual_seed(0)
             if loop == "train":
-                model = RepeatGRU(DATA.n_symbols, setup.size)
+                model = RepeatRNN(DATA.n_symbols, setup.size)
                 model.load_state_dict(setup.model.state_dict())
                 record = train_model(model, setup.train, setup.train, TrainConfig(steps=n, eval_every=0, **quiet),
                                      0, device)
             elif loop == "intervention":
-                model = RepeatGRU(DATA.n_symbols, setup.size)
+                model = RepeatRNN(DATA.n_symbols, setup.size)
                 model.load_state_dict(setup.model.state_dict())
                 _, record = train_intervention(model, kind, setup.train, InterventionConfig(steps=n, **quiet),
                                                0, device, DATA.max_length)

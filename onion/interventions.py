@@ -95,7 +95,7 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
     before = _freeze(model)
     targets = targets_for(kind, train, das_length)
     torch.manual_seed(seed)
-    intervention = make_intervention(kind, model.n_symbols, model.hidden_size, max_length).to(device)
+    intervention = make_intervention(kind, model.n_symbols, model.state_size, max_length).to(device)
     optimizer = make_optimizer(intervention.parameters(), cfg)
     identity = {"kind": kind, "config": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
                 "model": getattr(model, "hyperparameters", lambda: type(model).__name__)(),

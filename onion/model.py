@@ -1,4 +1,10 @@
-"""The repeat-task GRU: one torch.nn.GRU shared by encoder and decoder (PAPER.md §3)."""
+"""The repeat-task model: one recurrent layer shared by encoder and decoder (PAPER.md §3).
+
+The paper's model is a GRU; `cell` also offers torch.nn's LSTM and tanh RNN, to ask whether other
+recurrent cells store sequences as onions. "The state" is what the decoder starts from: h for the GRU
+and the tanh RNN, the concatenation [h; c] of the LSTM (2N numbers); interventions and probes act on
+it (`state_size`).
+"""
 
 from __future__ import annotations
 
@@ -8,35 +14,71 @@ from torch import nn
 from onion.data import no_input_token, sos_token
 
 VARIANTS = ("autoregressive", "no_input")
+CELLS = ("gru", "lstm", "rnn_tanh")
 
 
-class RepeatGRU(nn.Module):
-    """Embedding -> GRU(N, N) -> Linear(N, n_symbols); the same GRU encodes and decodes.
+def make_cell(cell: str, size: int) -> nn.Module:
+    """One batch-first recurrent layer of `size` units from torch.nn (library kernels on CPU and CUDA)."""
+    if cell == "gru":
+        return nn.GRU(size, size, batch_first=True)
+    if cell == "lstm":
+        return nn.LSTM(size, size, batch_first=True)
+    if cell == "rnn_tanh":
+        return nn.RNN(size, size, nonlinearity="tanh", batch_first=True)
+    raise ValueError(f"unknown cell {cell!r}; expected one of {CELLS}")
+
+
+class RepeatRNN(nn.Module):
+    """Embedding -> recurrent layer (N, N) -> Linear(N, n_symbols); the same layer encodes and decodes.
 
     Token ids: 0..n_symbols-1 symbols, n_symbols = SOS, n_symbols + 1 = "no input".
     """
 
-    def __init__(self, n_symbols: int, hidden_size: int, variant: str = "autoregressive"):
+    def __init__(self, n_symbols: int, hidden_size: int, variant: str = "autoregressive",
+                 cell: str = "gru"):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
         if hidden_size < 1:
             raise ValueError(f"hidden_size must be positive, got {hidden_size}")
-        self.n_symbols, self.hidden_size, self.variant = n_symbols, hidden_size, variant
+        self.n_symbols, self.hidden_size, self.variant, self.cell = n_symbols, hidden_size, variant, cell
         self.embedding = nn.Embedding(n_symbols + 2, hidden_size)
-        self.gru = nn.GRU(hidden_size, hidden_size, batch_first=True)
+        self.rnn = make_cell(cell, hidden_size)
         self.readout = nn.Linear(hidden_size, n_symbols)
+        self.state_size = 2 * hidden_size if cell == "lstm" else hidden_size
 
     def hyperparameters(self) -> dict:
-        return {"n_symbols": self.n_symbols, "hidden_size": self.hidden_size, "variant": self.variant}
+        return {"n_symbols": self.n_symbols, "hidden_size": self.hidden_size, "variant": self.variant,
+                "cell": self.cell}
+
+    def layer_state(self, state: torch.Tensor):
+        """The layer's own initial-state form of states [B, state_size]: [1, B, N], or (h, c) for the LSTM."""
+        if self.cell == "lstm":
+            h, c = state.split(self.hidden_size, dim=-1)
+            return h[None].contiguous(), c[None].contiguous()
+        return state[None].contiguous()
+
+    def flat_state(self, layer_state) -> torch.Tensor:
+        """The inverse of layer_state: -> [B, state_size]."""
+        if self.cell == "lstm":
+            return torch.cat([layer_state[0][0], layer_state[1][0]], dim=-1)
+        return layer_state[0]
 
     def encode_all(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Hidden state after every input token: [B, T] -> [B, T, N], h_0 = 0."""
-        states, _ = self.gru(self.embedding(tokens))
-        return states
+        """The state after every input token: [B, T] -> [B, T, state_size], from the zero state."""
+        embedded = self.embedding(tokens)
+        if self.cell != "lstm":
+            states, _ = self.rnn(embedded)
+            return states
+        # the LSTM returns only h per step; its cell state c is read step by step
+        states, layer_state = [], None
+        for t in range(tokens.shape[1]):
+            _, layer_state = self.rnn(embedded[:, t:t + 1], layer_state)
+            states.append(self.flat_state(layer_state))
+        return torch.stack(states, dim=1)
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Final state h_L of each sequence: tokens [B, T] (padded after L), lengths [B] -> [B, N].
+        """Final state of each sequence: tokens [B, T] (padded after L), lengths [B] -> [B, state_size].
 
         Padding sits after the last real token, so states up to L are exactly those of the
         sequence alone; we run the padded batch and pick step L - 1 of each row.
@@ -52,27 +94,27 @@ class RepeatGRU(nn.Module):
             inputs[:, 1:] = targets[:, :-1]
         return inputs
 
-    def decode(self, h: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits of each output step: h [B, N], inputs [B, T] -> [B, T, n_symbols]."""
-        states, _ = self.gru(self.embedding(inputs), h.unsqueeze(0).contiguous())
-        return self.readout(states)
+    def decode(self, state: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of each output step: state [B, state_size], inputs [B, T] -> [B, T, n_symbols]."""
+        outputs, _ = self.rnn(self.embedding(inputs), self.layer_state(state))
+        return self.readout(outputs)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Teacher-forced output logits [B, T, n_symbols] for inputs tokens [B, T]."""
         return self.decode(self.encode(tokens, lengths), self.decoder_inputs(tokens))
 
     @torch.no_grad()
-    def generate(self, h: torch.Tensor, steps: int) -> torch.Tensor:
-        """Greedy decoding from final states h [B, N] -> tokens [B, steps]."""
-        batch = h.shape[0]
+    def generate(self, state: torch.Tensor, steps: int) -> torch.Tensor:
+        """Greedy decoding from final states [B, state_size] -> tokens [B, steps]."""
+        batch = state.shape[0]
         if self.variant == "no_input":  # inputs do not depend on outputs: one call
-            inputs = self.decoder_inputs(torch.zeros(batch, steps, dtype=torch.long, device=h.device))
-            return self.decode(h, inputs).argmax(-1)
-        state = h.unsqueeze(0).contiguous()
-        token = torch.full((batch, 1), sos_token(self.n_symbols), dtype=torch.long, device=h.device)
+            inputs = self.decoder_inputs(torch.zeros(batch, steps, dtype=torch.long, device=state.device))
+            return self.decode(state, inputs).argmax(-1)
+        layer_state = self.layer_state(state)
+        token = torch.full((batch, 1), sos_token(self.n_symbols), dtype=torch.long, device=state.device)
         outputs = []
         for _ in range(steps):
-            out, state = self.gru(self.embedding(token), state)
+            out, layer_state = self.rnn(self.embedding(token), layer_state)
             token = self.readout(out).argmax(-1)  # [B, 1]
             outputs.append(token)
         return torch.cat(outputs, dim=1)
@@ -86,7 +128,7 @@ def check_finite(tensors: dict, what: str) -> None:
         raise NonFiniteError(f"{what}: NaN or Inf in {', '.join(bad)}")
 
 
-def save_model(model: RepeatGRU, path, extra: dict | None = None) -> None:
+def save_model(model: RepeatRNN, path, extra: dict | None = None) -> None:
     """Save weights and hyperparameters (atomically) so load_model needs nothing else; refuses
     non-finite weights."""
     check_finite(model.state_dict(), f"{path}: model weights")
@@ -99,12 +141,13 @@ def save_model(model: RepeatGRU, path, extra: dict | None = None) -> None:
     tmp.replace(path)
 
 
-def load_model(path, device: str | torch.device = "cpu") -> RepeatGRU:
+def load_model(path, device: str | torch.device = "cpu") -> RepeatRNN:
     """Load a model saved by save_model, frozen (eval mode, no gradients)."""
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
-        model = RepeatGRU(**blob["hyperparameters"])
-        model.load_state_dict(blob["state_dict"])
+        model = RepeatRNN(**blob["hyperparameters"])  # files from before `cell` existed: a GRU
+        model.load_state_dict({k.replace("gru.", "rnn.", 1) if k.startswith("gru.") else k: v
+                               for k, v in blob["state_dict"].items()})
     except Exception as err:  # corrupt or foreign file: name it, without PyTorch's unpickling advice
         import pickle
         reason = "not a file saved by onion" if isinstance(err, pickle.UnpicklingError) \

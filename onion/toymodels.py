@@ -1,8 +1,9 @@
 """Hand-built repeat models whose right answers are known by construction (known-answer tests).
 
-Both expose the interface of RepeatGRU that interventions and probes use:
+Both expose the interface of RepeatRNN that interventions and probes use:
 `encode(tokens, lengths) -> h [B, N]`, `decode(h, inputs) -> logits [B, T, V]`,
-`decoder_inputs(targets)`, `generate(h, steps)`, and `n_symbols`, `hidden_size`, `variant`.
+`decoder_inputs(targets)`, `generate(h, steps)`, and `n_symbols`, `hidden_size`, `state_size`,
+`variant`.
 Both decode every sequence perfectly (exact match 1.0).
 """
 
@@ -28,6 +29,10 @@ def _unit_codes(n_symbols: int, dim: int, seed: int, orthonormal: bool) -> torch
 
 class _HandBuilt(nn.Module):
     variant = "autoregressive"
+
+    @property
+    def state_size(self) -> int:  # the state is h alone
+        return self.hidden_size
 
     def decoder_inputs(self, targets: torch.Tensor) -> torch.Tensor:
         inputs = torch.empty_like(targets)

@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import PackedSequence
 from onion.config import TrainConfig
 from onion.data import SequenceSet
 from onion.evaluation import evaluate_model
-from onion.model import RepeatGRU
+from onion.model import RepeatRNN
 from onion.runtime import Progress, fingerprint, resume, save_checkpoint, synchronize
 
 
@@ -42,7 +42,7 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Te
                            ignore_index=-100)
 
 
-def sequence_table(model: RepeatGRU, tokens: torch.Tensor, lengths: torch.Tensor,
+def sequence_table(model: RepeatRNN, tokens: torch.Tensor, lengths: torch.Tensor,
                    chunk: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
     """Every example as the one sequence of 2L steps the shared GRU reads when teacher-forced.
 
@@ -78,16 +78,16 @@ def pack_plan(idx: np.ndarray, lengths: np.ndarray, width: int) -> tuple[torch.T
     return positions, inside.sum(1)
 
 
-def packed_batch_loss(model: RepeatGRU, inputs: torch.Tensor, targets: torch.Tensor,
+def packed_batch_loss(model: RepeatRNN, inputs: torch.Tensor, targets: torch.Tensor,
                       batch_sizes: torch.Tensor) -> torch.Tensor:
     """Teacher-forced loss of a packed batch: inputs, targets [sum 2L] (time-major, as pack_plan
     orders them), batch_sizes [max 2L] on the CPU. Encoder and decoder are one packed GRU call."""
     embedded = PackedSequence(model.embedding(inputs), batch_sizes)
-    states, _ = model.gru(embedded)
+    states, _ = model.rnn(embedded)
     return F.cross_entropy(model.readout(states.data), targets, ignore_index=-100)
 
 
-def packed_loss(model: RepeatGRU, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def packed_loss(model: RepeatRNN, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """The teacher-forced loss of a padded batch (tokens [B, T], lengths [B]) through the packed
     path; equal to sequence_loss(model(tokens, lengths), ...) up to float rounding."""
     inputs, targets = sequence_table(model, tokens, lengths)
@@ -96,7 +96,7 @@ def packed_loss(model: RepeatGRU, tokens: torch.Tensor, lengths: torch.Tensor) -
     return packed_batch_loss(model, inputs.flatten()[positions], targets.flatten()[positions], batch_sizes)
 
 
-def packed_batches(model: RepeatGRU, data: SequenceSet, device):
+def packed_batches(model: RepeatRNN, data: SequenceSet, device):
     """The sequence table of `data` on `device`, built once, and a function that returns the packed
     batch of examples idx [B] (a NumPy array): (inputs, targets [sum 2L] on `device`, batch_sizes).
     Each batch uploads only its positions, without waiting for the device."""
@@ -112,7 +112,7 @@ def packed_batches(model: RepeatGRU, data: SequenceSet, device):
     return batch
 
 
-def train_step(model: RepeatGRU, optimizer, inputs: torch.Tensor, targets: torch.Tensor,
+def train_step(model: RepeatRNN, optimizer, inputs: torch.Tensor, targets: torch.Tensor,
                batch_sizes: torch.Tensor) -> torch.Tensor:
     """One teacher-forced update on a packed batch (see packed_batch_loss). Returns the loss,
     still on the device."""
@@ -129,7 +129,7 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
                              fused=True)
 
 
-def train_model(model: RepeatGRU, train: SequenceSet, valid: SequenceSet, cfg: TrainConfig,
+def train_model(model: RepeatRNN, train: SequenceSet, valid: SequenceSet, cfg: TrainConfig,
                 seed: int, device: torch.device, checkpoint_path=None,
                 stop_after: int | None = None) -> dict:
     """Train `model` in place for cfg.steps steps; resume from `checkpoint_path` when it matches.

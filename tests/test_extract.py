@@ -9,15 +9,15 @@ from onion.data import encode_text, sos_token
 from onion.extract import (ExtractConfig, final_states, read_states, states_table, trajectories_table,
                            trajectory, trajectory_examples, vectors)
 from onion.files import write_parquet
-from onion.model import RepeatGRU
+from onion.model import RepeatRNN
 from onion.toymodels import SlotModel
 
 
 def _model(variant="autoregressive", size=12):
     torch.manual_seed(0)
-    model = RepeatGRU(n_symbols=30, hidden_size=size, variant=variant).eval()
+    model = RepeatRNN(n_symbols=30, hidden_size=size, variant=variant).eval()
     with torch.no_grad():  # larger weights so that the gates are far from 1/2
-        for p in model.gru.parameters():
+        for p in model.rnn.parameters():
             p.mul_(3)
     return model
 
@@ -45,7 +45,7 @@ def test_trajectory_matches_torch_gru(variant):
         expected = model.encode_all(torch.tensor([tokens]))[0].numpy()
         np.testing.assert_allclose(run["h"][:length], expected, atol=1e-5)
         # output phase: feed the same decoder inputs through torch.nn.GRU from h_L
-        outputs, _ = model.gru(model.embedding(torch.tensor([run["token"][length:]])),
+        outputs, _ = model.rnn(model.embedding(torch.tensor([run["token"][length:]])),
                                torch.tensor(expected[-1:])[None])
         np.testing.assert_allclose(run["h"][length:], outputs[0].numpy(), atol=1e-5)
         # greedy decoding: the logged outputs are what generate() produces
@@ -58,7 +58,7 @@ def test_trajectory_matches_torch_gru(variant):
     h = torch.zeros(model.hidden_size)
     with torch.no_grad():
         for t, token in enumerate(run["token"]):
-            h, r, z, n = _reference_gates(model.gru, model.embedding.weight[token], h)
+            h, r, z, n = _reference_gates(model.rnn, model.embedding.weight[token], h)
             for key, value in (("h", h), ("r", r), ("z", z), ("n", n)):
                 np.testing.assert_allclose(run[key][t], value.numpy(), atol=1e-5, err_msg=f"{key}[{t}]")
     assert 0.05 < run["z"].std()  # the test exercises non-trivial gates

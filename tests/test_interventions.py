@@ -14,7 +14,7 @@ from onion.das import LinearDAS
 from onion.data import random_sequences
 from onion.interventions import (InterventionConfig, eval_counterfactuals, evaluate_intervention,
                                  parameter_table, targets_for, train_intervention)
-from onion.model import RepeatGRU
+from onion.model import RepeatRNN
 from onion.onion_intervention import OnionIntervention
 from onion.toymodels import OnionModel, SlotModel
 
@@ -186,7 +186,7 @@ def test_onion_intervention_succeeds_on_onion_model_and_control_does_not():
 
 def test_frozen_gru_is_unchanged_and_checkpoint_resumes(tmp_path):
     torch.manual_seed(0)
-    model = RepeatGRU(30, 16).eval()
+    model = RepeatRNN(30, 16).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -211,7 +211,7 @@ def test_cli_writes_json_and_parquet(tmp_path):
     from onion.data import write_sequences
     from onion.model import save_model
     torch.manual_seed(0)
-    save_model(RepeatGRU(30, 16), tmp_path / "model.pt")
+    save_model(RepeatRNN(30, 16), tmp_path / "model.pt")
     write_sequences(tmp_path / "train.parquet", _targets(1_000, 12))
     write_sequences(tmp_path / "valid.parquet", _targets(300, 13))
     write_sequences(tmp_path / "das_valid.parquet", _targets(200, 14, length=9))
@@ -246,7 +246,7 @@ def test_cli_writes_json_and_parquet(tmp_path):
 def test_wrong_size_is_rejected(tmp_path, kind):
     from onion.cli import main
     from onion.model import save_model
-    save_model(RepeatGRU(30, 16), tmp_path / "model.pt")
+    save_model(RepeatRNN(30, 16), tmp_path / "model.pt")
     rc = main(["train-intervention", "--kind", kind, "--model", str(tmp_path / "model.pt"),
                "--train-data", "x", "--valid-data", "y", "--das-valid-data", "z", "--size", "32",
                "--device", "cpu",

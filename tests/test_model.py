@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from onion.data import no_input_token, sos_token
-from onion.model import RepeatGRU, load_model, save_model
+from onion.model import RepeatRNN, load_model, save_model
 from onion.training import packed_loss, sequence_loss
 
 
@@ -15,7 +15,7 @@ def _batch(n=16, width=9, seed=0):
 
 @pytest.mark.parametrize("variant", ["autoregressive", "no_input"])
 def test_shapes(variant):
-    model = RepeatGRU(30, 12, variant)
+    model = RepeatRNN(30, 12, variant)
     tokens, lengths = _batch()
     h = model.encode(tokens, lengths)
     assert h.shape == (16, 12)
@@ -27,8 +27,8 @@ def test_shapes(variant):
 
 def test_decoder_inputs_of_the_two_variants():
     targets = torch.tensor([[3, 4, 5]])
-    ar = RepeatGRU(30, 8, "autoregressive").decoder_inputs(targets)
-    ni = RepeatGRU(30, 8, "no_input").decoder_inputs(targets)
+    ar = RepeatRNN(30, 8, "autoregressive").decoder_inputs(targets)
+    ni = RepeatRNN(30, 8, "no_input").decoder_inputs(targets)
     assert ar.tolist() == [[sos_token(30), 3, 4]]
     assert ni.tolist() == [[sos_token(30), no_input_token(30), no_input_token(30)]]
 
@@ -36,7 +36,7 @@ def test_decoder_inputs_of_the_two_variants():
 @pytest.mark.parametrize("variant", ["autoregressive", "no_input"])
 def test_padded_batch_gives_each_sequence_its_own_final_state(variant):
     torch.manual_seed(0)
-    model = RepeatGRU(30, 16, variant)
+    model = RepeatRNN(30, 16, variant)
     tokens, lengths = _batch(n=12)
     batched = model.encode(tokens, lengths)
     for i in range(len(lengths)):
@@ -47,7 +47,7 @@ def test_padded_batch_gives_each_sequence_its_own_final_state(variant):
 @pytest.mark.parametrize("variant", ["autoregressive", "no_input"])
 def test_greedy_generation_matches_teacher_forcing_on_its_own_outputs(variant):
     torch.manual_seed(1)
-    model = RepeatGRU(30, 16, variant)
+    model = RepeatRNN(30, 16, variant)
     tokens, lengths = _batch()
     h = model.encode(tokens, lengths)
     out = model.generate(h, 9)
@@ -58,17 +58,17 @@ def test_greedy_generation_matches_teacher_forcing_on_its_own_outputs(variant):
 @pytest.mark.parametrize("variant", ["autoregressive", "no_input"])
 def test_packed_loss_equals_padded_loss(variant):
     torch.manual_seed(2)
-    model = RepeatGRU(30, 16, variant)
+    model = RepeatRNN(30, 16, variant)
     tokens, lengths = _batch(n=32)
     padded = sequence_loss(model(tokens, lengths), tokens, lengths)
     torch.testing.assert_close(packed_loss(model, tokens, lengths), padded, rtol=1e-5, atol=1e-6)
-    grads = [torch.autograd.grad(loss, model.gru.weight_hh_l0)[0] for loss in
+    grads = [torch.autograd.grad(loss, model.rnn.weight_hh_l0)[0] for loss in
              (sequence_loss(model(tokens, lengths), tokens, lengths), packed_loss(model, tokens, lengths))]
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
 def test_save_and_load(tmp_path):
-    model = RepeatGRU(30, 8, "no_input")
+    model = RepeatRNN(30, 8, "no_input")
     save_model(model, tmp_path / "m.pt")
     back = load_model(tmp_path / "m.pt")
     assert back.variant == "no_input" and back.hidden_size == 8
@@ -84,6 +84,6 @@ def test_corrupt_model_file_is_named(tmp_path):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="variant"):
-        RepeatGRU(30, 8, "bidirectional")
+        RepeatRNN(30, 8, "bidirectional")
     with pytest.raises(ValueError, match="hidden_size"):
-        RepeatGRU(30, -1)
+        RepeatRNN(30, -1)

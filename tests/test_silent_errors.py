@@ -10,7 +10,7 @@ import torch
 from onion.config import DataConfig, TrainConfig
 from onion.data import make_datasets, random_sequences
 from onion.files import write_json
-from onion.model import RepeatGRU, load_model, save_model
+from onion.model import RepeatRNN, load_model, save_model
 from onion.probes import ProbeConfig, train_probe
 from onion.runtime import NonFiniteError, fingerprint
 from onion.training import train_model
@@ -24,9 +24,9 @@ def test_training_checkpoint_of_other_data_is_not_resumed(tmp_path, capsys):
     """A run killed with data.seed 1, rerun with data.seed 0, must start over and say why."""
     cfg = TrainConfig(steps=20, batch_size=16, checkpoint_every=10, eval_every=0, log_every=10)
     other_train, other_valid = make_datasets(dataclasses.replace(DATA, seed=1))
-    train_model(RepeatGRU(6, 16), other_train, other_valid, cfg, 0, CPU, tmp_path / "ck.pt", stop_after=10)
+    train_model(RepeatRNN(6, 16), other_train, other_valid, cfg, 0, CPU, tmp_path / "ck.pt", stop_after=10)
     capsys.readouterr()
-    record = train_model(RepeatGRU(6, 16), *make_datasets(DATA), cfg, 0, CPU, tmp_path / "ck.pt")
+    record = train_model(RepeatRNN(6, 16), *make_datasets(DATA), cfg, 0, CPU, tmp_path / "ck.pt")
     err = capsys.readouterr().err
     assert record["resumed_from"] == 0
     assert "starting over" in err and "(training data differ)" in err, err
@@ -61,7 +61,7 @@ def test_infinite_learning_rate_stops_training_naming_step_and_cause():
     cfg = TrainConfig(steps=5, batch_size=16, lr=float("inf"), eval_every=0, checkpoint_every=0)
     # losses are read back at log steps only (no wait for the GPU each step): the error names the window
     with pytest.raises(NonFiniteError, match=r"training step 1-5/5: the loss is nan; train.lr"):
-        train_model(RepeatGRU(6, 16), train, valid, cfg, 0, CPU)
+        train_model(RepeatRNN(6, 16), train, valid, cfg, 0, CPU)
 
 
 def test_a_diverged_run_never_writes_a_checkpoint(tmp_path):
@@ -69,7 +69,7 @@ def test_a_diverged_run_never_writes_a_checkpoint(tmp_path):
     cfg = TrainConfig(steps=8, batch_size=16, lr=float("inf"), eval_every=0, checkpoint_every=3,
                       log_every=1000)
     with pytest.raises(NonFiniteError, match=r"training step 1-3/8"):  # checked before the checkpoint
-        train_model(RepeatGRU(6, 16), train, valid, cfg, 0, CPU, checkpoint_path=tmp_path / "ck.pt")
+        train_model(RepeatRNN(6, 16), train, valid, cfg, 0, CPU, checkpoint_path=tmp_path / "ck.pt")
     assert not (tmp_path / "ck.pt").exists()
 
 
@@ -113,7 +113,7 @@ def test_corrupt_model_file_is_named_without_pytorch_advice(tmp_path):
 
 
 def test_non_finite_weights_are_never_saved_or_loaded(tmp_path):
-    model = RepeatGRU(6, 8)
+    model = RepeatRNN(6, 8)
     save_model(model, tmp_path / "ok.pt")
     with torch.no_grad():
         model.readout.weight[0, 0] = float("inf")

@@ -6,7 +6,7 @@ import torch
 from onion.config import DataConfig, TrainConfig
 from onion.data import make_datasets
 from onion.evaluation import accuracy_summary, evaluate_model
-from onion.model import RepeatGRU
+from onion.model import RepeatRNN
 from onion.training import batch_indices, train_model
 
 TINY_DATA = DataConfig(n_symbols=6, min_length=2, max_length=4, n_train=5000, n_valid=100, seed=0,
@@ -26,7 +26,7 @@ def test_training_learns_a_small_repeat_task():
     cfg = TrainConfig(steps=800, batch_size=64, lr=3e-3, eval_every=0, checkpoint_every=0, log_every=400)
     for variant in ("autoregressive", "no_input"):
         torch.manual_seed(0)
-        model = RepeatGRU(TINY_DATA.n_symbols, 32, variant)
+        model = RepeatRNN(TINY_DATA.n_symbols, 32, variant)
         before = evaluate_model(model, valid, "cpu")["exact_match"]
         train_model(model, train, valid, cfg, seed=0, device=torch.device("cpu"))
         after = evaluate_model(model, valid, "cpu")["exact_match"]
@@ -39,16 +39,16 @@ def test_killed_run_resumes_to_the_same_model(tmp_path):
     cpu = torch.device("cpu")
 
     torch.manual_seed(0)
-    straight = RepeatGRU(6, 16)
+    straight = RepeatRNN(6, 16)
     train_model(straight, train, valid, cfg, seed=0, device=cpu)
 
     torch.manual_seed(0)
-    killed = RepeatGRU(6, 16)
+    killed = RepeatRNN(6, 16)
     first = train_model(killed, train, valid, cfg, seed=0, device=cpu,
                         checkpoint_path=tmp_path / "ck.pt", stop_after=50)  # dies after step 50
     assert not first["finished"] and (tmp_path / "ck.pt").exists()
     torch.manual_seed(123)  # a fresh process: other initial weights, restored from the checkpoint
-    resumed = RepeatGRU(6, 16)
+    resumed = RepeatRNN(6, 16)
     record = train_model(resumed, train, valid, cfg, seed=0, device=cpu, checkpoint_path=tmp_path / "ck.pt")
     assert record["resumed_from"] == 40 and record["steps_this_run"] == 20 and record["finished"]
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
@@ -59,9 +59,9 @@ def test_checkpoint_of_another_configuration_is_ignored(tmp_path):
     train, valid = make_datasets(TINY_DATA)
     cfg = TrainConfig(steps=20, batch_size=16, checkpoint_every=10, eval_every=0)
     cpu = torch.device("cpu")
-    train_model(RepeatGRU(6, 16), train, valid, cfg, 0, cpu, tmp_path / "ck.pt", stop_after=10)
+    train_model(RepeatRNN(6, 16), train, valid, cfg, 0, cpu, tmp_path / "ck.pt", stop_after=10)
     other = dataclasses.replace(cfg, lr=5e-4)
-    record = train_model(RepeatGRU(6, 16), train, valid, other, 0, cpu, tmp_path / "ck.pt")
+    record = train_model(RepeatRNN(6, 16), train, valid, other, 0, cpu, tmp_path / "ck.pt")
     assert record["resumed_from"] == 0
 
 
@@ -79,7 +79,7 @@ def test_benchmark_reference_loop_computes_the_same_loss():
     from onion.benchmark import reference_step
     from onion.training import packed_loss
     torch.manual_seed(0)
-    model = RepeatGRU(30, 16)
+    model = RepeatRNN(30, 16)
     g = torch.Generator().manual_seed(1)
     lengths = torch.randint(2, 10, (32,), generator=g)
     tokens = torch.randint(0, 30, (32, 9), generator=g) * (torch.arange(9)[None, :] < lengths[:, None])
@@ -102,7 +102,7 @@ def _reference_packed_loss(model, tokens, lengths):
     packed = pack_padded_sequence(torch.stack([seq, target], -1), 2 * lengths, batch_first=True,
                                   enforce_sorted=False)
     seq_p, target_p = packed.data.unbind(-1)
-    states, _ = model.gru(PackedSequence(model.embedding(seq_p), packed.batch_sizes,
+    states, _ = model.rnn(PackedSequence(model.embedding(seq_p), packed.batch_sizes,
                                          packed.sorted_indices, packed.unsorted_indices))
     return cross_entropy(model.readout(states.data), target_p, ignore_index=-100)
 
@@ -113,8 +113,8 @@ def test_device_built_batches_train_bit_identically_to_pack_padded_sequence():
     train, valid = make_datasets(TINY_DATA)
     cfg = TrainConfig(steps=40, batch_size=32, eval_every=0, checkpoint_every=0, log_every=20)
     torch.manual_seed(0)
-    ours = RepeatGRU(6, 16)
-    reference = RepeatGRU(6, 16)
+    ours = RepeatRNN(6, 16)
+    reference = RepeatRNN(6, 16)
     reference.load_state_dict(ours.state_dict())
     train_model(ours, train, valid, cfg, seed=0, device=torch.device("cpu"))
     from onion.training import make_optimizer

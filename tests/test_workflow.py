@@ -125,13 +125,13 @@ def _stale_training_checkpoint(cwd: Path, config: dict) -> None:
     """What a train_model job killed half-way leaves behind, for the data of `config`."""
     from onion.config import DataConfig, TrainConfig, from_dict
     from onion.data import read_sequences
-    from onion.model import RepeatGRU
+    from onion.model import RepeatRNN
     from onion.training import train_model
     import torch
     train = read_sequences(cwd / "data/datasets/train.parquet", 9)
     valid = read_sequences(cwd / "data/datasets/valid.parquet", 9)
     torch.manual_seed(0)
-    train_model(RepeatGRU(from_dict(DataConfig, config["data"]).n_symbols, 8), train, valid,
+    train_model(RepeatRNN(from_dict(DataConfig, config["data"]).n_symbols, 8), train, valid,
                 from_dict(TrainConfig, config["train"]), 0, torch.device("cpu"),
                 cwd / f"data/checkpoints/{MODEL}/train.pt", stop_after=100)
 

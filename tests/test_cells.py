@@ -1,0 +1,138 @@
+"""Recurrent cells beyond the GRU: shapes, the state the decoder starts from, step-by-step gates
+against torch.nn's own kernels, training, Parquet round trips, and every analysis on every cell."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from onion.config import DataConfig, TrainConfig
+from onion.data import SequenceSet, encode_text, make_datasets
+from onion.extract import GATES, read_states, states_table, trajectories_table, trajectory, vectors
+from onion.files import write_parquet
+from onion.interventions import InterventionConfig, parameter_table, train_intervention
+from onion.model import CELLS, RepeatRNN, load_model, save_model
+from onion.probes import ProbeConfig, train_probe
+from onion.training import train_model
+
+CPU = torch.device("cpu")
+TINY = DataConfig(n_symbols=6, min_length=2, max_length=4, n_train=3000, n_valid=100, seed=0,
+                  train_sampling="iid", das_length=4)
+
+
+def _model(cell, variant="autoregressive", size=10):
+    torch.manual_seed(0)
+    model = RepeatRNN(30, size, variant, cell).eval()
+    with torch.no_grad():  # larger weights so that the gates are far from 1/2
+        for p in model.rnn.parameters():
+            p.mul_(3)
+    return model
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_state_shapes_and_decoder_start(cell):
+    model = _model(cell)
+    tokens = torch.randint(0, 30, (5, 9))
+    lengths = torch.tensor([2, 9, 4, 7, 9])
+    state = model.encode(tokens, lengths)
+    assert state.shape == (5, model.state_size)
+    assert model.state_size == (20 if cell == "lstm" else 10)
+    assert model.generate(state, 9).shape == (5, 9)
+    # padding after L changes nothing: the state of a row equals that of the row alone
+    alone = model.encode(tokens[:1, :2], lengths[:1])
+    torch.testing.assert_close(state[:1], alone)
+    # decode starts the layer from exactly this state
+    torch.testing.assert_close(model.flat_state(model.layer_state(state)), state)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("variant", ["autoregressive", "no_input"])
+def test_step_by_step_gates_match_torch_kernels(cell, variant):
+    model = _model(cell, variant)
+    tokens = encode_text("ab1cadf2")
+    run = trajectory(model, tokens)
+    length = len(tokens)
+    assert set(GATES[cell]) <= set(run) and run["h"].shape == (2 * length, 10)
+    with torch.no_grad():
+        states = model.encode_all(torch.tensor([tokens]))[0]  # [L, state_size]
+        np.testing.assert_allclose(run["h"][:length], states[:, :10].numpy(), atol=1e-5)
+        if cell == "lstm":  # the cell state, as nn.LSTM carries it
+            np.testing.assert_allclose(run["c"][:length], states[:, 10:].numpy(), atol=1e-5)
+        outputs, _ = model.rnn(model.embedding(torch.tensor([run["token"][length:]])),
+                               model.layer_state(states[-1:]))
+        np.testing.assert_allclose(run["h"][length:], outputs[0].numpy(), atol=1e-5)
+        assert run["output"][length:] == model.generate(states[-1:], length)[0].tolist()
+    if cell == "lstm":
+        c_prev = np.vstack([np.zeros((1, 10)), run["c"][:-1]])
+        np.testing.assert_allclose(run["c"], run["f"] * c_prev + run["i"] * run["g"], atol=1e-5)
+        np.testing.assert_allclose(run["h"], run["o"] * np.tanh(run["c"]), atol=1e-5)
+        assert 0.05 < run["f"].std()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_each_cell_learns_the_tiny_repeat_task_and_round_trips(cell, tmp_path):
+    from onion.evaluation import evaluate_model
+    train, valid = make_datasets(TINY)
+    torch.manual_seed(0)
+    model = RepeatRNN(TINY.n_symbols, 32, "autoregressive", cell)
+    cfg = TrainConfig(steps=600, batch_size=64, lr=3e-3, eval_every=0, checkpoint_every=0, log_every=300)
+    record = train_model(model, train, valid, cfg, seed=0, device=CPU)
+    assert np.isfinite(record["final_loss"])
+    accuracy = evaluate_model(model, valid, CPU)["exact_match"]
+    assert accuracy > 0.3, (cell, accuracy)  # chance is ~0.001
+    save_model(model, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.cell == cell and evaluate_model(loaded, valid, CPU)["exact_match"] == accuracy
+
+
+def test_model_files_from_before_cells_load_as_gru(tmp_path):
+    model = _model("gru")
+    old = {k.replace("rnn.", "gru.", 1) if k.startswith("rnn.") else k: v for k, v in model.state_dict().items()}
+    hyper = {k: v for k, v in model.hyperparameters().items() if k != "cell"}
+    torch.save({"hyperparameters": hyper, "state_dict": old, "extra": {}}, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    assert loaded.cell == "gru"
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_parquet_gates_and_states_per_cell(cell, tmp_path):
+    model = _model(cell)
+    table = trajectories_table(model, [encode_text("ab1c")], "autoregressive", 10, 0)
+    assert [c for c in table.column_names if c in ("h", "c", "z", "r", "n", "i", "f", "g", "o")] == list(GATES[cell])
+    write_parquet(table, tmp_path / "traj.parquet")
+    back = pq.read_table(tmp_path / "traj.parquet")
+    for column in GATES[cell]:
+        assert vectors(back, column).shape == (8, 10)
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 10, 50)
+    tokens = rng.integers(0, 30, (50, 9)) * (np.arange(9)[None, :] < lengths[:, None])
+    data = SequenceSet(tokens, lengths)
+    write_parquet(states_table(model, {"valid": data}, CPU, "autoregressive", 10, 0), tmp_path / "s.parquet")
+    h, back_data, _ = read_states(tmp_path / "s.parquet", "valid", 9)
+    assert h.shape == (50, model.state_size)
+    with torch.no_grad():
+        np.testing.assert_allclose(h, model.encode(torch.as_tensor(tokens), torch.as_tensor(lengths)).numpy(),
+                                   atol=1e-6)
+
+
+def test_interventions_and_probes_act_on_the_lstm_state():
+    model = _model("lstm")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    train, _ = make_datasets(DataConfig(n_train=2000, n_valid=50, seed=0))
+    cfg = InterventionConfig(steps=3, batch_size=16, checkpoint_every=0, log_every=3)
+    for kind in ("linear_unigram", "onion"):
+        intervention, record = train_intervention(model, kind, train, cfg, 0, CPU, 9,
+                                                  das_length=9 if kind.startswith("linear") else None)
+        assert record["finished"]
+        if kind == "onion":  # one row per state channel: [h; c] has 2N
+            assert parameter_table(intervention, kind, "autoregressive", 10, 0).num_rows == 20
+        else:  # the rotation acts on the 2N-dimensional state
+            assert intervention.rotation.weight.shape == (20, 20)
+    with torch.no_grad():
+        h = model.encode(torch.as_tensor(train.tokens[:500]), torch.as_tensor(train.lengths[:500])).numpy()
+    probe, record = train_probe("onion", h, SequenceSet(train.tokens[:500], train.lengths[:500]), 30,
+                                ProbeConfig(steps=3, batch_size=16, checkpoint_every=0, log_every=3), 0, CPU)
+    assert record["finished"] and probe.g.shape == (20,)
