@@ -58,7 +58,8 @@ def cmd_train(args) -> None:
     log(f"validation exact match {metrics['exact_match']:.4f} "
         f"({record['steps_per_second']:.1f} steps/s this run)")
     save_model(model, args.model)
-    write_json(args.metrics, {"variant": args.variant, "cell": args.cell, "size": args.size, "seed": args.seed,
+    write_json(args.metrics, {"variant": args.variant, "cell": args.cell, "size": args.size,
+                              "seed": args.seed,
                               "device": str(device), **metrics, "training": record})
     if args.checkpoint:
         Path(args.checkpoint).unlink(missing_ok=True)
@@ -151,10 +152,10 @@ def cmd_train_intervention(args) -> None:
     metrics = evaluate_intervention(model, intervention, cf, device)
     log(f"{args.kind}: exact match {metrics['exact_match']:.4f} on {metrics['n']} held-out "
         f"counterfactuals ({record['steps_per_second']:.1f} steps/s this run)")
-    write_parquet(parameter_table(intervention, args.kind, args.variant, args.size, args.seed),
+    write_parquet(parameter_table(intervention, args.kind, args.variant, args.size, args.seed, model.cell),
                   args.parameters)
-    write_json(args.out, {"variant": args.variant, "size": args.size, "seed": args.seed,
-                          "kind": args.kind, "steps": cfg.steps, "lr": cfg.lr, "device": str(device),
+    write_json(args.out, {"variant": args.variant, "cell": model.cell, "size": args.size,
+                          "seed": args.seed, "kind": args.kind, "steps": cfg.steps, "lr": cfg.lr, "device": str(device),
                           **metrics,
                           "config": dataclasses.asdict(cfg), "training": record})
     if args.checkpoint:

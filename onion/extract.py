@@ -130,9 +130,9 @@ def vectors(table: pa.Table, column: str = "h") -> np.ndarray:
     return np.array(flat, dtype=np.float32).reshape(len(col), col.type.list_size)
 
 
-def _keys(n: int, variant: str, size: int, seed: int) -> dict:
-    return {"variant": pa.array([variant] * n, pa.string()), "size": pa.array([size] * n, pa.int32()),
-            "seed": pa.array([seed] * n, pa.int32())}
+def _keys(n: int, variant: str, size: int, seed: int, cell: str) -> dict:
+    return {"variant": pa.array([variant] * n, pa.string()), "cell": pa.array([cell] * n, pa.string()),
+            "size": pa.array([size] * n, pa.int32()), "seed": pa.array([seed] * n, pa.int32())}
 
 
 def trajectory_examples(cfg: ExtractConfig, valid: SequenceSet, n_symbols: int) -> list[list[int]]:
@@ -169,7 +169,7 @@ def trajectories_table(model, examples: list[list[int]], variant: str, size: int
     types = {"example_id": pa.int32(), "text": pa.string(), "length": pa.int8(), "phase": pa.string(),
              "step": pa.int8(), "time": pa.int16(), "token": pa.int16(), "symbol": pa.string(),
              "output": pa.int16()}
-    arrays = {**_keys(n, variant, size, seed), **{k: pa.array(v, types[k]) for k, v in cols.items()},
+    arrays = {**_keys(n, variant, size, seed, model.cell), **{k: pa.array(v, types[k]) for k, v in cols.items()},
               **{k: _vectors(np.concatenate(mats[k])) for k in columns}}
     return pa.table(arrays)
 
@@ -187,7 +187,8 @@ def final_states(model, data: SequenceSet, device, batch_size: int = 4096) -> np
 
 def states_table(model, splits: dict[str, SequenceSet], device, variant: str, size: int, seed: int,
                  batch_size: int = 4096) -> pa.Table:
-    """Final states of each split: columns variant, size, seed, split, example_id, length, tokens, text, h."""
+    """Final states of each split: columns variant, cell, size, seed, split, example_id, length,
+    tokens, text, h (the state the decoder starts from: state_size numbers)."""
     parts = []
     for split, data in splits.items():
         n, width = data.tokens.shape
@@ -195,7 +196,7 @@ def states_table(model, splits: dict[str, SequenceSet], device, variant: str, si
         offsets = np.concatenate([[0], np.cumsum(data.lengths)]).astype(np.int32)
         chars = np.array(list(ALPHABET))[data.tokens]
         parts.append(pa.table({
-            **_keys(n, variant, size, seed),
+            **_keys(n, variant, size, seed, model.cell),
             "split": pa.array([split] * n, pa.string()),
             "example_id": pa.array(np.arange(n, dtype=np.int32)),
             "length": pa.array(data.lengths.astype(np.int8)),
@@ -207,8 +208,9 @@ def states_table(model, splits: dict[str, SequenceSet], device, variant: str, si
 
 
 def read_states(path, split: str, max_length: int | None = None) -> tuple[np.ndarray, SequenceSet, dict]:
-    """(h [n, N] float32, the sequences padded to max_length, {"variant", "size", "seed"}) of one
-    split ("train" or "valid") of a final-states file."""
+    """(h [n, state_size] float32, the sequences padded to max_length, {"variant", "cell", "size",
+    "seed"}) of one split ("train" or "valid") of a final-states file (files without a cell column
+    are from GRUs)."""
     try:
         missing = {"h", "tokens", "length", "split", "variant", "size", "seed"} - set(pq.read_schema(path).names)
         if missing:
@@ -227,7 +229,8 @@ def read_states(path, split: str, max_length: int | None = None) -> tuple[np.nda
     cols = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     tokens = np.zeros((len(lengths), width), dtype=np.int64)
     tokens[rows, cols] = flat
-    keys = {k: table.column(k)[0].as_py() for k in ("variant", "size", "seed")}
+    keys = {k: table.column(k)[0].as_py() if k in table.column_names else "gru"
+            for k in ("variant", "cell", "size", "seed")}
     h = vectors(table, "h")
     bad = ~np.isfinite(h)
     if bad.any():

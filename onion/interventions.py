@@ -167,18 +167,20 @@ def evaluate_intervention(model, intervention, cf: Counterfactuals, device,
 
 PARAMETER_SCHEMAS = {
     # linear DAS: one row per causal variable (position or bigram, -1 = unassigned)
-    "das": pa.schema([("variant", pa.string()), ("size", pa.int32()), ("seed", pa.int32()),
-                      ("kind", pa.string()), ("variable", pa.int32()), ("first_position", pa.int32()),
-                      ("last_position", pa.int32()), ("n_dims", pa.int32()),
-                      ("fraction", pa.float32())]),
+    "das": pa.schema([("variant", pa.string()), ("cell", pa.string()), ("size", pa.int32()),
+                      ("seed", pa.int32()), ("kind", pa.string()), ("variable", pa.int32()),
+                      ("first_position", pa.int32()), ("last_position", pa.int32()),
+                      ("n_dims", pa.int32()), ("fraction", pa.float32())]),
     # onion: one row per channel of the learned scale s_j = g·γ^j + β·j + b
-    "onion": pa.schema([("variant", pa.string()), ("size", pa.int32()), ("seed", pa.int32()),
-                        ("kind", pa.string()), ("channel", pa.int32()), ("gamma", pa.float32()),
-                        ("beta", pa.float32()), ("g", pa.float32()), ("b", pa.float32())]),
+    "onion": pa.schema([("variant", pa.string()), ("cell", pa.string()), ("size", pa.int32()),
+                        ("seed", pa.int32()), ("kind", pa.string()), ("channel", pa.int32()),
+                        ("gamma", pa.float32()), ("beta", pa.float32()), ("g", pa.float32()),
+                        ("b", pa.float32())]),
 }
 
 
-def parameter_table(intervention, kind: str, variant: str, size: int, seed: int) -> pa.Table:
+def parameter_table(intervention, kind: str, variant: str, size: int, seed: int,
+                    cell: str = "gru") -> pa.Table:
     """The learned parameters of an intervention as an Arrow table (see PARAMETER_SCHEMAS)."""
     if isinstance(intervention, LinearDAS):
         counts = intervention.dims_per_variable().cpu().numpy()  # [V+1]
@@ -196,22 +198,25 @@ def parameter_table(intervention, kind: str, variant: str, size: int, seed: int)
                       for name in ("gamma", "beta", "g", "b")}}
         schema = PARAMETER_SCHEMAS["onion"]
     n = len(next(iter(columns.values())))
-    columns = {"variant": [variant] * n, "size": np.full(n, size), "seed": np.full(n, seed),
+    columns = {"variant": [variant] * n, "cell": [cell] * n, "size": np.full(n, size), "seed": np.full(n, seed),
                "kind": [kind] * n, **columns}
     return pa.Table.from_pydict({f.name: pa.array(columns[f.name]).cast(f.type) for f in schema},
                                 schema=schema)
 
 
 def onion_scale_magnitudes(params, max_length: int):
-    """Mean over channels of |s_j| for j = 0..max_length-1, per (variant, size, seed, kind) row group.
+    """Mean over channels of |s_j| for j = 0..max_length-1, per (variant, cell, size, seed, kind)
+    row group (files without a cell column are from GRUs).
 
-    params: a DataFrame of onion parameter rows -> DataFrame with columns variant, size, seed, kind,
-    position, scale."""
+    params: a DataFrame of onion parameter rows -> DataFrame with columns variant, cell, size, seed,
+    kind, position, scale."""
     import pandas as pd
+    if "cell" not in params:
+        params = params.assign(cell="gru")
+    keys = ["variant", "cell", "size", "seed", "kind"]
     rows = []
-    for key, group in params.groupby(["variant", "size", "seed", "kind"]):
+    for key, group in params.groupby(keys):
         for j in range(max_length):
             s = group["g"] * group["gamma"] ** j + group["beta"] * j + group["b"]
-            rows.append({**dict(zip(["variant", "size", "seed", "kind"], key)), "position": j,
-                         "scale": float(s.abs().mean())})
+            rows.append({**dict(zip(keys, key)), "position": j, "scale": float(s.abs().mean())})
     return pd.DataFrame(rows)

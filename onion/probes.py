@@ -272,13 +272,13 @@ def onion_scales(probe: OnionProbe) -> dict:
                 "s": probe.scales().cpu().tolist()}  # [L_max][N]
 
 
-def breakdown_table(summary: dict, kind: str, variant: str, size: int, seed: int):
+def breakdown_table(summary: dict, kind: str, variant: str, size: int, seed: int, cell: str = "gru"):
     """Per-position token accuracy and per-length exact match as a long Parquet-ready table:
-    columns variant, size, seed, probe, breakdown ("position" | "length"), index, accuracy."""
+    columns variant, cell, size, seed, probe, breakdown ("position" | "length"), index, accuracy."""
     import pyarrow as pa
     rows = [(b, i, a) for b in ("position", "length") for i, a in summary[f"per_{b}"].items()]
     n = len(rows)
-    return pa.table({"variant": pa.array([variant] * n, pa.string()),
+    return pa.table({"variant": pa.array([variant] * n, pa.string()), "cell": pa.array([cell] * n, pa.string()),
                      "size": pa.array([size] * n, pa.int32()), "seed": pa.array([seed] * n, pa.int32()),
                      "probe": pa.array([kind] * n, pa.string()),
                      "breakdown": pa.array([r[0] for r in rows], pa.string()),

@@ -29,6 +29,7 @@ def _unit_codes(n_symbols: int, dim: int, seed: int, orthonormal: bool) -> torch
 
 class _HandBuilt(nn.Module):
     variant = "autoregressive"
+    cell = "hand_built"
 
     @property
     def state_size(self) -> int:  # the state is h alone

@@ -104,7 +104,7 @@ def test_final_states_round_trip(tmp_path, small_data_cfg, rng):
                                batch_size=64), path)
     for split, data in (("train", train), ("valid", valid)):
         h, seqs, keys = read_states(path, split, max_length=9)
-        assert keys == {"variant": "autoregressive", "size": 12, "seed": 1}
+        assert keys == {"variant": "autoregressive", "cell": "gru", "size": 12, "seed": 1}
         np.testing.assert_array_equal(seqs.tokens, data.tokens)
         np.testing.assert_array_equal(seqs.lengths, data.lengths)
         with torch.no_grad():
