@@ -66,8 +66,8 @@ def cmd_train(args) -> None:
 
 
 def cmd_table_base(args) -> None:
-    from onion.tables import read_metrics, summarize, write_table
-    results = read_metrics(args.metrics)
+    from onion.tables import gru_rows, read_metrics, summarize, write_table
+    results = gru_rows(read_metrics(args.metrics))
     summary = summarize(results, ["variant"], "exact_match", paper.BASE_ACCURACY)
     write_table(summary, ["variant"], "Tables 1 and 3: exact-match accuracy of the trained GRUs",
                 args.md, args.csv, args.tex)
@@ -76,7 +76,7 @@ def cmd_table_base(args) -> None:
 
 def cmd_summary(args) -> None:
     from onion.summary import write_summary
-    write_summary(args.base, args.interventions, args.probes, args.out)
+    write_summary(args.base, args.interventions, args.probes, args.out, args.append)
     log(f"wrote {args.out}")
 
 
@@ -165,8 +165,8 @@ def cmd_train_intervention(args) -> None:
 def cmd_table_interventions(args) -> None:
     import pandas as pd
     from onion.counterfactuals import KINDS
-    from onion.tables import read_metrics, summarize, write_table
-    results = read_metrics(args.results)
+    from onion.tables import gru_rows, read_metrics, summarize, write_table
+    results = gru_rows(read_metrics(args.results))
     rows = {(variant, kind): cells for variant, kinds in paper.INTERVENTIONS.items()
             for kind, cells in kinds.items()}
     rows[("autoregressive", "onion_control")] = {64: (paper.ONION_CONTROL_N64_AR, float("nan"))}
@@ -185,10 +185,26 @@ def cmd_table_interventions(args) -> None:
 
 def cmd_figure_interventions(args) -> None:
     from onion import intervention_plots
-    plot = {"onion-scales": intervention_plots.plot_onion_scales,
-            "das-budget": intervention_plots.plot_das_budget}[args.figure]
-    plot(args.parameters, args.out, args.max_length)
+    if args.figure == "onion-scales-cells":
+        intervention_plots.plot_onion_scales(args.parameters, args.out, args.max_length, panels="cell")
+    else:
+        plot = {"onion-scales": intervention_plots.plot_onion_scales,
+                "das-budget": intervention_plots.plot_das_budget}[args.figure]
+        plot(args.parameters, args.out, args.max_length)
     log(f"wrote {args.out}")
+
+
+def cmd_table_cells(args) -> None:
+    from onion.cells import cells_table, signature, signature_markdown, write_cells_table
+    from onion.tables import read_metrics
+    table = cells_table(read_metrics(args.metrics), read_metrics(args.interventions),
+                        read_metrics(args.probes))
+    write_cells_table(table, args.md, args.csv, args.tex)
+    verdicts = signature(table)
+    Path(args.signature).write_text(signature_markdown(verdicts))
+    for v in verdicts:
+        log(f"{v['cell']} {v['variant']} N={v['size']}: {v['verdict']}")
+    log(f"wrote {args.md}, {args.csv}, {args.tex}, {args.signature}")
 
 
 def _model_keys(args) -> dict:
@@ -277,8 +293,8 @@ def cmd_train_probe(args) -> None:
 def cmd_table_probes(args) -> None:
     import pandas as pd
     from onion.probes import KINDS
-    from onion.tables import read_metrics, summarize, write_table
-    results = read_metrics(args.results)
+    from onion.tables import gru_rows, read_metrics, summarize, write_table
+    results = gru_rows(read_metrics(args.results))
     rows = {(kind, variant): cells for (kind, variant), cells in paper.PROBES.items()}
     summary = summarize(results, ["kind", "variant"], "exact_match", rows)
     summary["kind"] = pd.Categorical(summary["kind"], categories=KINDS, ordered=True)  # paper's order
@@ -411,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, help="table1_base_accuracy.csv")
     p.add_argument("--interventions", required=True, help="table2_interventions.csv")
     p.add_argument("--probes", required=True, help="table4_probes.csv")
+    p.add_argument("--append", nargs="*", default=[],
+                   help="Markdown sections to add at the end (the cells' onion signature)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_summary)
 
@@ -466,11 +484,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_table_interventions)
 
     p = sub.add_parser("figure-interventions", help="a figure from intervention parameter files")
-    p.add_argument("figure", choices=["onion-scales", "das-budget"])
+    p.add_argument("figure", choices=["onion-scales", "onion-scales-cells", "das-budget"])
     p.add_argument("--parameters", nargs="+", required=True)
     p.add_argument("--max-length", type=int, default=9)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_figure_interventions)
+
+    p = sub.add_parser("table-cells", help="every intervention and probe per recurrent cell, and the "
+                                           "onion signature per cell")
+    p.add_argument("--metrics", nargs="+", required=True, help="the models' metrics.json")
+    p.add_argument("--interventions", nargs="+", required=True, help="intervention-*.json")
+    p.add_argument("--probes", nargs="+", required=True, help="probe-*.json")
+    _table_args(p)
+    p.add_argument("--signature", required=True, help="output Markdown: the verdict per cell")
+    p.set_defaults(func=cmd_table_cells)
     _add_probe_commands(sub)
     return parser
 

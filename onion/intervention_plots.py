@@ -30,19 +30,22 @@ def _save(fig, out) -> None:
     plt.close(fig)
 
 
-def plot_onion_scales(paths, out, max_length: int = 9) -> None:
+def plot_onion_scales(paths, out, max_length: int = 9, panels: str = "variant") -> None:
     """Mean over channels of |s_j| = |g·γ^j + β·j + b| per position j, log scale; one line per
-    size (mean over seeds, bars = s.d.), one panel per decoder variant; the learned onion
-    intervention only (not the control)."""
+    size (mean over seeds, bars = s.d.), one panel per decoder variant (`panels="variant"`) or per
+    recurrent cell and variant (`panels="cell"`); the learned onion intervention only."""
     params = read_parameters(paths)
     params = params[params["kind"] == "onion"]
     if params.empty:
         raise ValueError("no onion intervention parameters among the inputs")
     scales = onion_scale_magnitudes(params, max_length)
-    variants = sorted(scales["variant"].unique())
-    fig, axes = plt.subplots(1, len(variants), figsize=(4.5 * len(variants), 3.5), squeeze=False)
-    for ax, variant in zip(axes[0], variants):
-        part = scales[scales["variant"] == variant]
+    keys = ["variant"] if panels == "variant" else ["cell", "variant"]
+    groups = sorted(scales.groupby(keys).groups)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.5), squeeze=False,
+                             sharey=panels == "cell")
+    for ax, key in zip(axes[0], groups):
+        key = key if isinstance(key, tuple) else (key,)
+        part = scales.loc[(scales[keys] == key).all(axis=1)]
         for size, group in part.groupby("size"):
             stats = group.groupby("position")["scale"].agg(["mean", "std"]).reset_index()
             ax.errorbar(stats["position"] + 1, stats["mean"], yerr=stats["std"].fillna(0),
@@ -50,7 +53,7 @@ def plot_onion_scales(paths, out, max_length: int = 9) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("position j (1 = first token)")
         ax.set_ylabel("mean over channels of |s_j|")
-        ax.set_title(f"onion intervention scale, {variant}")
+        ax.set_title(f"onion intervention scale, {', '.join(map(str, key))}")
         ax.legend()
     _save(fig, out)
 

@@ -156,8 +156,9 @@ def contrast_verdict(small_ar_interventions: str, small_ar_probes: str, no_input
     return REPRODUCED if all(p == REPRODUCED for p in parts) else NOT_TESTABLE
 
 
-def write_summary(base_csv, interventions_csv, probes_csv, out) -> str:
-    """Build the summary page from the three tidy tables; returns the Markdown."""
+def write_summary(base_csv, interventions_csv, probes_csv, out, append=()) -> str:
+    """Build the summary page from the three tidy tables, then the Markdown files `append` (the
+    cells' onion signature); returns the Markdown."""
     base, interventions, probes = (pd.read_csv(p) for p in (base_csv, interventions_csv, probes_csv))
     sizes = sorted(set(base["size"]))
     models = ", ".join(f"{v} N = {', '.join(map(str, sorted(g['size'])))}"
@@ -202,7 +203,7 @@ def write_summary(base_csv, interventions_csv, probes_csv, out) -> str:
               "", f"**{'see the figure' if large >= 1024 else NOT_TESTABLE}.** Judged by eye in "
               f"`data/figures/fig2_gates.pdf` (smallest and largest size, N = {min(sizes)} and "
               f"N = {large}); the sharp closing needs N = 1024 in the grid.", ""]
-    text = "\n".join(lines)
+    text = "\n".join(lines + [open(path).read() for path in append])
     with open(out, "w") as f:
         f.write(text)
     return text

@@ -20,6 +20,17 @@ def read_metrics(paths) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def gru_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows the paper's tables are about: GRUs (results without a cell are GRUs); the other
+    cells go to the cells table."""
+    if "cell" not in results:
+        return results
+    rows = results[results["cell"].fillna("gru") == "gru"]
+    if rows.empty:
+        raise ValueError("no GRU results among the inputs: the paper's tables are about GRUs")
+    return rows
+
+
 def summarize(results: pd.DataFrame, row_keys: list[str], value: str, paper: dict) -> pd.DataFrame:
     """Tidy summary: one line per (row_keys..., size) with mean, sd, seeds and the paper's cell.
 

@@ -136,3 +136,37 @@ def test_interventions_and_probes_act_on_the_lstm_state():
     probe, record = train_probe("onion", h, SequenceSet(train.tokens[:500], train.lengths[:500]), 30,
                                 ProbeConfig(steps=3, batch_size=16, checkpoint_every=0, log_every=3), 0, CPU)
     assert record["finished"] and probe.g.shape == (20,)
+
+
+def _results(cell, seed, base, uni, bi, onion, linear_probe, onion_probe):
+    import pandas as pd
+    keys = {"cell": cell, "variant": "autoregressive", "size": 48, "seed": seed}
+    base_rows = pd.DataFrame([{**keys, "exact_match": base}])
+    interventions = pd.DataFrame([{**keys, "kind": k, "exact_match": v} for k, v in
+                                  [("linear_unigram", uni), ("linear_bigram", bi), ("onion", onion),
+                                   ("onion_control", 0.1)]])
+    probes = pd.DataFrame([{**keys, "kind": k, "exact_match": v} for k, v in
+                           [("linear", linear_probe), ("mlp", 0.02), ("onion", onion_probe),
+                            ("gru_autoregressive", 0.97), ("gru_no_input", 0.1)]])
+    return base_rows, interventions, probes
+
+
+def test_onion_signature_verdicts_by_the_papers_bands(tmp_path):
+    import pandas as pd
+
+    from onion.cells import ABSENT, PRESENT, cells_table, signature, write_cells_table
+    parts = [_results("gru", s, 0.95, 0.0, 0.01, 0.85, 0.01, 0.93) for s in (0, 1)]  # the paper's GRU
+    parts += [_results("rnn_tanh", s, 0.96, 0.95, 0.97, 0.5, 0.9, 0.99) for s in (0, 1)]  # linear storage
+    parts += [_results("lstm", s, 0.30, 0.0, 0.0, 0.1, 0.0, 0.1) for s in (0, 1)]  # did not learn
+    parts += [_results("gru_edge", 0, 0.95, 0.06, 0.01, 0.85, 0.01, 0.93)]  # unigram 0.06 > 0.00 + 0.05
+    base, interventions, probes = (pd.concat([p[i] for p in parts]) for i in range(3))
+    table = cells_table(base, interventions, probes)
+    row = table[(table["cell"] == "gru") & (table["method"] == "intervention onion")].iloc[0]
+    assert row["seeds"] == 2 and row["per_seed"] == "0:0.850, 1:0.850"
+    verdicts = {v["cell"]: v["verdict"] for v in signature(table)}
+    assert verdicts["gru"] == PRESENT
+    assert verdicts["rnn_tanh"] == ABSENT
+    assert verdicts["lstm"].startswith("not judged: the model did not learn")
+    assert verdicts["gru_edge"] == ABSENT
+    write_cells_table(table, tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex")
+    assert "| lstm | autoregressive | probe onion |" in (tmp_path / "t.md").read_text()
