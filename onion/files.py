@@ -31,3 +31,26 @@ def write_json(path, record: dict) -> None:
     path, tmp = _temporary(path)
     tmp.write_text(text + "\n")
     tmp.replace(path)
+
+
+def migrate_to_cell_layout(root="data") -> list[tuple[Path, Path]]:
+    """Move artifacts of the layout before recurrent cells (…/variant=V/size=N/seed=S…) to the
+    GRU's place in the current one (…/cell=gru/variant=V/…), keeping their times, so that a finished
+    run is found and nothing retrains. Every `variant=*` folder or file whose parent is not a
+    `cell=*` folder moves; where the target exists already, the old one stays and is reported.
+    Returns the (old, new) moves made."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    moves = []
+    for old in sorted(root.rglob("variant=*")):
+        if old.parent.name.startswith("cell=") or any(p.name.startswith("variant=") for p in old.parents):
+            continue
+        new = old.parent / "cell=gru" / old.name
+        if new.exists():
+            raise FileExistsError(f"{old} and {new} both exist: remove one (the layout before cells "
+                                  "kept GRU artifacts without the cell=gru/ segment)")
+        new.parent.mkdir(parents=True, exist_ok=True)
+        old.rename(new)
+        moves.append((old, new))
+    return moves

@@ -1,6 +1,8 @@
 """Recurrent cells beyond the GRU: shapes, the state the decoder starts from, step-by-step gates
 against torch.nn's own kernels, training, Parquet round trips, and every analysis on every cell."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -170,3 +172,32 @@ def test_onion_signature_verdicts_by_the_papers_bands(tmp_path):
     assert verdicts["gru_edge"] == ABSENT
     write_cells_table(table, tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex")
     assert "| lstm | autoregressive | probe onion |" in (tmp_path / "t.md").read_text()
+
+
+def test_artifacts_of_the_layout_before_cells_move_to_cell_gru(tmp_path):
+    import os
+
+    from onion.files import migrate_to_cell_layout
+    data = tmp_path / "data"
+    old = [data / "models/variant=autoregressive/size=48/seed=0/model.pt",
+           data / "logs/train_model/variant=no_input/size=64/seed=1.log",
+           data / "analyses/variant=autoregressive/size=48/seed=0/probe-onion.json"]
+    kept = [data / "models/cell=lstm/variant=autoregressive/size=48/seed=0/model.pt",
+            data / "datasets/train.parquet"]
+    for path in old + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(path.name)
+        os.utime(path, (1000, 1000))
+    moves = migrate_to_cell_layout(data)
+    assert len(moves) == 3
+    for path in old:
+        new = Path(str(path).replace("/variant=", "/cell=gru/variant=", 1))
+        assert new.read_text() == path.name and new.stat().st_mtime == 1000 and not path.exists()
+    assert all(path.exists() for path in kept)
+    assert migrate_to_cell_layout(data) == []  # idempotent
+    clash = data / "states/variant=autoregressive/size=48/seed=0/final_states.parquet"
+    for path in (clash, Path(str(clash).replace("/variant=", "/cell=gru/variant=", 1))):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    with pytest.raises(FileExistsError, match="both exist"):
+        migrate_to_cell_layout(data)
