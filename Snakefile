@@ -22,6 +22,19 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 
+# Tables, figures, the summary and the named targets run on the submitting machine, never as
+# cluster jobs; the heavy rules carry their own mem_mb and runtime (workflow/rules/common.smk).
+localrules:
+    all,
+    datasets,
+    models,
+    tables,
+    interventions,
+    states,
+    probes,
+    figures,
+
+
 rule all:
     default_target: True
     input:

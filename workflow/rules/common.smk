@@ -10,8 +10,9 @@ def check_config(config, schema_path):
     """Stop before any job with one line per problem, each naming its config key."""
     from onion.config_checks import check_config as check, grid_overrides
 
-    # CUDA is checked only where the jobs run here; a cluster's login node often has none
-    check(config, schema_path, cuda_available=cuda_is_available if workflow.local_exec else None)
+    # CUDA is checked in `onstart` below, once the executor is known: a cluster's login node often
+    # has none (the executor is not known yet while the Snakefile is read)
+    check(config, schema_path, cuda_available=None)
     overrides = grid_overrides(config)
     if overrides and workflow.is_main_process:
         print(f"grid '{config['grid']}' overrides the top-level settings: " + "; ".join(overrides),
@@ -27,6 +28,15 @@ def cuda_is_available():
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 check_config(config, SCHEMA)
 validate(config, SCHEMA)
+
+
+onstart:
+    # device=cuda where the jobs run here (not on a cluster): stop before the first job without CUDA
+    if workflow.local_exec:
+        from onion.config_checks import check_config as check
+
+        check(config, SCHEMA, cuda_available=cuda_is_available)
+
 
 GRID = config["grids"][config["grid"]]
 # Every (variant, size, seed) of the grid: the union of its blocks' cross products, in order.
@@ -78,11 +88,50 @@ def uses_cuda():
     return config["device"] == "cuda"
 
 
-def train_runtime_minutes(wildcards):
-    """A generous wall-time request for one training job (CPU speed scales ~ N^2 above N=64)."""
-    size = int(wildcards.size)
-    steps_per_second = 400.0 if uses_cuda() else max(1.0, 120.0 * (48 / max(size, 48)) ** 2)
-    return int(30 + 3 * settings("train")["steps"] / steps_per_second / 60)
+# --- cluster resources: time limits (minutes) and the GPU request --------------------------------
+# Time limits follow the model size, the step count and the device, and grow with Snakemake's
+# `attempt`: a job that ran out of time (or was cancelled) asks for twice, then three times, as much
+# when it is retried, and resumes from its checkpoint.
+
+GPU_STEPS_PER_SECOND = 100.0  # not measured: a deliberately low guess for one GPU, any N
+
+
+def cpu_steps_per_second(size):
+    """Training steps per second on one CPU thread, a fit that stays below the measured speeds
+    (N=48: ~85, N=64: ~62, N=128: ~26, N=1024: ~1). Interventions and probes run 1-2x as fast."""
+    return 85.0 * (48 / max(size, 48)) ** 1.5
+
+
+def steps_runtime(section, base):
+    """A `runtime` resource for a job of settings(section)["steps"] steps: `base` minutes (start-up,
+    data, evaluation) plus twice the estimated stepping time, times the attempt."""
+
+    def runtime(wildcards, attempt):
+        rate = GPU_STEPS_PER_SECOND if uses_cuda() else cpu_steps_per_second(int(wildcards.size))
+        return attempt * int(base + 2 * settings(section)["steps"] / rate / 60)
+
+    return runtime
+
+
+def fixed_runtime(minutes):
+    """A `runtime` resource of `minutes` on the first attempt, more on each retry."""
+
+    def runtime(wildcards, attempt):
+        return attempt * minutes
+
+    return runtime
+
+
+train_runtime_minutes = steps_runtime("train", base=10)
+intervention_runtime_minutes = steps_runtime("interventions", base=10)
+probe_runtime_minutes = steps_runtime("probes", base=10)
+
+
+def shared_gpu(wildcards):
+    """The GPU request of the analysis rules, which the SLURM profile groups per model: a GRES string
+    such as "gpu:1" is not added up over a group's members the way the `gpu` count is, so a group
+    of 11 analyses asks SLURM for one GPU and its members share it. None (no GPU) on CPU."""
+    return "gpu:1" if uses_cuda() else None
 
 
 INTERVENTION_KINDS = ["linear_unigram", "linear_bigram", "onion", "onion_control"]
@@ -95,13 +144,6 @@ def intervention_paths(ext, kinds=None):
         for kind in kinds or INTERVENTION_KINDS
         for path in grid_paths(f"data/analyses/{MODEL_KEY}/intervention-{kind}.{ext}")
     ]
-
-
-def intervention_runtime_minutes(wildcards):
-    """A generous wall-time request for one intervention job (CPU speed scales ~ N^2 above N=64)."""
-    size = int(wildcards.size)
-    steps_per_second = 300.0 if uses_cuda() else max(1.0, 80.0 * (48 / max(size, 48)) ** 2)
-    return int(20 + 3 * settings("interventions")["steps"] / steps_per_second / 60)
 
 
 PROBE_KINDS = ["linear", "mlp", "onion", "gru_autoregressive", "gru_no_input"]
@@ -122,10 +164,3 @@ def figure_model(size):
     candidates = [m for m in MODELS if m[1] == size]
     variant, _, seed = min(candidates, key=lambda m: (m[0] != "autoregressive", m[0], m[2]))
     return {"variant": variant, "size": size, "seed": seed}
-
-
-def probe_runtime_minutes(wildcards):
-    """A generous wall-time request for one probe job (the GRU probes are the slowest)."""
-    size = int(wildcards.size)
-    steps_per_second = 300.0 if uses_cuda() else max(1.0, 100.0 * (48 / max(size, 48)) ** 2)
-    return int(10 + 3 * settings("probes")["steps"] / steps_per_second / 60)

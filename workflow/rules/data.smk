@@ -11,6 +11,7 @@ rule make_dataset:
         "data/logs/make_dataset.log",
     resources:
         mem_mb=4000,
+        runtime=fixed_runtime(30),
     shell:
         "python -m onion make-dataset --data {params.data} "
         "--train {output.train} --valid {output.valid} --das-valid {output.das_valid} > {log} 2>&1"

@@ -17,9 +17,10 @@ rule extract_trajectories:
         f"data/logs/extract_trajectories/{MODEL_KEY}.log",
     threads: config["threads_per_job"]
     resources:
-        gpu=1 if uses_cuda() else 0,
+        gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
+        group_slots=1,  # profiles/slurm: a group job runs one member at a time
         mem_mb=2000,
-        runtime=10,
+        runtime=fixed_runtime(10),
     shell:
         "python -m onion extract-trajectories --data {params.data} --extract {params.extract} "
         "--model {input.model} --valid-data {input.valid} "
@@ -46,9 +47,10 @@ rule extract_final_states:
         f"data/benchmarks/extract_final_states/{MODEL_KEY}.tsv"
     threads: config["threads_per_job"]
     resources:
-        gpu=1 if uses_cuda() else 0,
+        gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
+        group_slots=1,  # profiles/slurm: a group job runs one member at a time
         mem_mb=8000,
-        runtime=30,
+        runtime=fixed_runtime(30),
     shell:
         "python -m onion extract-states --data {params.data} --extract {params.extract} "
         "--model {input.model} --train-data {input.train} --valid-data {input.valid} "

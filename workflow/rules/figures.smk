@@ -3,6 +3,12 @@
 FIG4_SIZE = 64 if 64 in SIZES else min(SIZES)
 
 
+localrules:
+    figure_gates,
+    figure_probes,
+    figure_gates_all_channels,
+
+
 rule figure_gates:
     input:
         small=expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(min(SIZES))),

@@ -1,6 +1,12 @@
 # Interventions on the frozen GRUs' final state (PAPER.md §4): Tables 2 and 5 and two figures.
 
 
+localrules:
+    table_interventions,
+    figure_onion_scales,
+    figure_das_budget,
+
+
 rule train_intervention:
     input:
         model=f"data/models/{MODEL_KEY}/model.pt",
@@ -25,7 +31,8 @@ rule train_intervention:
         f"data/benchmarks/train_intervention/{MODEL_KEY}/{{kind}}.tsv"
     threads: config["threads_per_job"]
     resources:
-        gpu=1 if uses_cuda() else 0,
+        gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
+        group_slots=1,  # profiles/slurm: a group job runs one member at a time
         mem_mb=4000,
         runtime=intervention_runtime_minutes,
     shell:

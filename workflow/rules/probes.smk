@@ -1,6 +1,10 @@
 # Probes on the stored final states (PAPER.md §5) and Table 4.
 
 
+localrules:
+    table_probes,
+
+
 rule train_probe:
     input:
         states=rules.extract_final_states.output,
@@ -22,7 +26,8 @@ rule train_probe:
         f"data/benchmarks/train_probe/{MODEL_KEY}/{{kind}}.tsv"
     threads: config["threads_per_job"]
     resources:
-        gpu=1 if uses_cuda() else 0,
+        gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
+        group_slots=1,  # profiles/slurm: a group job runs one member at a time
         mem_mb=6000,
         runtime=probe_runtime_minutes,
     shell:

@@ -18,7 +18,7 @@ rule train_model:
         f"data/benchmarks/train_model/{MODEL_KEY}.tsv"
     threads: config["threads_per_job"]
     resources:
-        gpu=1 if uses_cuda() else 0,
+        gpu=1 if uses_cuda() else 0,  # sbatch --gpus=1
         mem_mb=6000,
         runtime=train_runtime_minutes,
     shell:
