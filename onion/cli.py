@@ -158,8 +158,6 @@ def cmd_train_intervention(args) -> None:
                           "seed": args.seed, "kind": args.kind, "steps": cfg.steps, "lr": cfg.lr, "device": str(device),
                           **metrics,
                           "config": dataclasses.asdict(cfg), "training": record})
-    if args.checkpoint:
-        Path(args.checkpoint).unlink(missing_ok=True)
 
 
 def cmd_table_interventions(args) -> None:
@@ -286,8 +284,6 @@ def cmd_train_probe(args) -> None:
                           "lr_schedule": cfg.lr_schedule, "n_train_states": len(train),
                           "device": str(device), **metrics, "config": dataclasses.asdict(cfg),
                           "training": record, **extra})
-    if args.checkpoint:
-        Path(args.checkpoint).unlink(missing_ok=True)
 
 
 def cmd_table_probes(args) -> None:

@@ -117,8 +117,10 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
                                  cfg.batch_size, seed, step)
         done = step + 1
         progress.update(done, loss)
-        if checkpoint_path and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
-                and done != cfg.steps:
+        # the last step is checkpointed too: a group job retried whole (profiles/slurm) then
+        # finishes this analysis at once instead of starting it over
+        if checkpoint_path and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                                or done == cfg.steps):
             progress.check(done)  # never checkpoint a diverged intervention
             save_checkpoint(checkpoint_path, {"identity": identity, "step": done,
                                               "intervention": intervention.state_dict(),

@@ -236,8 +236,10 @@ def train_probe(kind: str, h: np.ndarray, data: SequenceSet, n_symbols: int, cfg
             extra = f"held-out exact match {acc:.3f}"
             probe.train()
         progress.update(done, loss, extra)
-        if checkpoint_path and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
-                and done != cfg.steps:
+        # the last step is checkpointed too: a group job retried whole (profiles/slurm) then
+        # finishes this analysis at once instead of starting it over
+        if checkpoint_path and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                                or done == cfg.steps):
             progress.check(done)  # never checkpoint a diverged probe
             save_checkpoint(checkpoint_path, {"identity": identity, "step": done, "curve": curve,
                                               "probe": probe.state_dict(),

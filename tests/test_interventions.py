@@ -201,6 +201,10 @@ def test_frozen_gru_is_unchanged_and_checkpoint_resumes(tmp_path):
         assert record["resumed_from"] == 3
         for (name, a), b in zip(resumed.state_dict().items(), whole.state_dict().values()):
             assert torch.allclose(a, b, atol=1e-6), name
+        # the finished intervention stays checkpointed: a rerun (a group job retried whole) does no step
+        again, record = train_intervention(model, kind, train, cfg, 0, "cpu", 9, ckpt)
+        assert record["resumed_from"] == 6 and record["steps_this_run"] == 0 and record["finished"]
+        assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), again.state_dict().values()))
         ckpt.unlink()
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k

@@ -97,6 +97,12 @@ def test_resume_gives_the_same_probe(tmp_path, small_data_cfg, rng):
     assert record["resumed_from"] == 20
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b)
+    # the finished probe stays checkpointed: a rerun (a group job retried whole) does no step
+    again, record = train_probe("gru_autoregressive", h, train, 30, cfg, seed=3, device="cpu",
+                                checkpoint_path=ck)
+    assert record["resumed_from"] == 40 and record["steps_this_run"] == 0 and record["finished"]
+    for a, b in zip(resumed.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_cli_train_probe_writes_json_and_parquet(tmp_path, small_data_cfg, rng):

@@ -1,6 +1,7 @@
 """The real Snakemake workflow, end to end, on a tiny configuration in a temporary directory."""
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -178,3 +179,24 @@ def test_grid_overrides_of_top_level_settings_are_reported(tmp_path):
     assert result.returncode == 0
     assert "grid 'tiny' overrides the top-level settings: interventions.steps = 7" in out
     assert "top level: 30" in out
+
+
+def test_every_gpu_job_takes_one_gpu_slot(tmp_path):
+    """With device=cuda each training, extraction, intervention and probe job asks one `gpu_slots`
+    (so --resources gpu_slots=k runs k at once on a GPU box); on the CPU none does."""
+    cwd = workdir(tmp_path, TINY)
+    for device, slots in (("cuda", 1), ("cpu", 0)):
+        result = subprocess.run(["snakemake", "-n", "--cores", "2", "--configfile", "tiny.yaml",
+                                 "--config", f"device={device}"], cwd=cwd, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, flags=re.M)
+        heavy = [(rule, res) for rule, res in jobs if rule in ("train_model", "extract_final_states",
+                                                              "extract_trajectories", "train_intervention",
+                                                              "train_probe")]
+        counts = {rule: sum(r == rule for r, _ in heavy) for rule, _ in heavy}
+        assert counts["train_model"] == 4 and counts["train_intervention"] == 16
+        assert counts["train_probe"] == 20 and counts["extract_final_states"] == 4
+        assert counts["extract_trajectories"] >= 1
+        for rule, res in heavy:
+            assert ("gpu_slots=1" in res) if slots else ("gpu_slots=1" not in res), (rule, res)

@@ -127,6 +127,12 @@ intervention_runtime_minutes = steps_runtime("interventions", base=10)
 probe_runtime_minutes = steps_runtime("probes", base=10)
 
 
+def gpu_slots(wildcards):
+    """1 for a job on CUDA, else 0. Without a scheduler, `--resources gpu_slots=k` runs k such jobs at
+    once; each takes the lowest free GPU slot and uses visible GPU slot mod #GPUs (README: GPUs)."""
+    return 1 if uses_cuda() else 0
+
+
 def shared_gpu(wildcards):
     """The GPU request of the analysis rules, which the SLURM profile groups per model: a GRES string
     such as "gpu:1" is not added up over a group's members the way the `gpu` count is, so a group

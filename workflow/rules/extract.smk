@@ -19,6 +19,7 @@ rule extract_trajectories:
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
         group_slots=1,  # profiles/slurm: a group job runs one member at a time
+        gpu_slots=gpu_slots,  # one GPU at home: --resources gpu_slots=k runs k jobs on it
         mem_mb=2000,
         runtime=fixed_runtime(10),
     shell:
@@ -49,6 +50,7 @@ rule extract_final_states:
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
         group_slots=1,  # profiles/slurm: a group job runs one member at a time
+        gpu_slots=gpu_slots,  # one GPU at home: --resources gpu_slots=k runs k jobs on it
         mem_mb=8000,
         runtime=fixed_runtime(30),
     shell:

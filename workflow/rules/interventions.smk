@@ -33,6 +33,7 @@ rule train_intervention:
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
         group_slots=1,  # profiles/slurm: a group job runs one member at a time
+        gpu_slots=gpu_slots,  # one GPU at home: --resources gpu_slots=k runs k jobs on it
         mem_mb=4000,
         runtime=intervention_runtime_minutes,
     shell:

@@ -28,6 +28,7 @@ rule train_probe:
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
         group_slots=1,  # profiles/slurm: a group job runs one member at a time
+        gpu_slots=gpu_slots,  # one GPU at home: --resources gpu_slots=k runs k jobs on it
         mem_mb=6000,
         runtime=probe_runtime_minutes,
     shell:

@@ -19,6 +19,7 @@ rule train_model:
     threads: config["threads_per_job"]
     resources:
         gpu=1 if uses_cuda() else 0,  # sbatch --gpus=1
+        gpu_slots=gpu_slots,  # one GPU at home: --resources gpu_slots=k runs k jobs on it
         mem_mb=6000,
         runtime=train_runtime_minutes,
     shell:
