@@ -1,4 +1,6 @@
 # onion: from generated data to every table and figure (see README.md).
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -7,6 +9,18 @@ min_version("9.0")
 from onion.config_checks import load_yaml
 
 load_yaml("config.yaml")  # a syntax error names file and line (Snakemake's own message does not)
+
+
+if workflow.is_main_process:  # artifacts from before recurrent cells are GRUs: move, never retrain
+    from onion.files import migrate_to_cell_layout
+
+    _moved = migrate_to_cell_layout("data")
+    if _moved:
+        print(
+            f"moved {len(_moved)} artifacts of the layout before recurrent cells under cell=gru/ "
+            f"(e.g. {_moved[0][0]} -> {_moved[0][1]}); nothing is retrained",
+            file=sys.stderr,
+        )
 
 
 configfile: "config.yaml"
@@ -47,6 +61,10 @@ rule all:
         rules.figure_probes.output,
         rules.figure_gates_all_channels.output,
         rules.write_summary.output,
+        rules.table_cells.output if OTHER_CELLS else [],
+        rules.figure_onion_scales_cells.output if OTHER_CELLS else [],
+        # every other cell's own gates, step by step (the GRU's are in the figures)
+        grid_paths(f"data/states/{MODEL_KEY}/trajectories.parquet", cells=OTHER_CELLS),
 
 
 rule datasets:

@@ -60,9 +60,9 @@ def test_base_accuracy_table(finished_run):
     markdown = (finished_run / "data/tables/table1_base_accuracy.md").read_text()
     assert "N=8" in markdown and "autoregressive" in markdown
     assert (finished_run / "data/tables/table1_base_accuracy.tex").read_text().startswith(r"\begin{table}")
-    metrics = finished_run / "data/models/variant=no_input/size=8/seed=1/metrics.json"
+    metrics = finished_run / "data/models/cell=gru/variant=no_input/size=8/seed=1/metrics.json"
     assert '"exact_match"' in metrics.read_text()
-    log = (finished_run / "data/logs/train_model/variant=no_input/size=8/seed=1.log").read_text()
+    log = (finished_run / "data/logs/train_model/cell=gru/variant=no_input/size=8/seed=1.log").read_text()
     assert "step 150/150" in log and "ETA" in log
 
 
@@ -78,17 +78,57 @@ def test_intervention_and_probe_tables_and_figures(finished_run):
         assert (finished_run / f"data/figures/{name}.pdf").stat().st_size > 1000, name
     das_valid = pd.read_parquet(finished_run / "data/datasets/das_valid.parquet")
     assert len(das_valid) == 60 and (das_valid["length"] == 9).all()
-    analyses = finished_run / "data/analyses/variant=no_input/size=8/seed=0"
+    analyses = finished_run / "data/analyses/cell=gru/variant=no_input/size=8/seed=0"
     assert json.loads((analyses / "intervention-linear_bigram.json").read_text())["n"] == 60
     assert json.loads((analyses / "intervention-onion.json").read_text())["n"] == 100  # valid set
-    states = pd.read_parquet(finished_run / "data/states/variant=autoregressive/size=8/seed=0/final_states.parquet")
-    assert {"variant", "size", "seed"} <= set(states.columns) and (states["size"] == 8).all()
+    states = pd.read_parquet(finished_run / f"data/states/{MODEL}/final_states.parquet")
+    assert {"variant", "cell", "size", "seed"} <= set(states.columns) and (states["size"] == 8).all()
 
 
 def test_second_run_does_nothing(finished_run):
     result = snakemake(finished_run)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_a_finished_run_of_the_layout_before_cells_is_moved_not_retrained(tmp_path, finished_run):
+    """Artifacts without the cell=gru/ segment (and no Snakemake metadata for the new paths) are
+    moved under cell=gru/ with their times; nothing reruns."""
+    cwd = tmp_path / "old"
+    shutil.copytree(finished_run, cwd, symlinks=True)
+    shutil.rmtree(cwd / ".snakemake")
+    for cell_dir in sorted((cwd / "data").rglob("cell=gru"), key=lambda p: -len(p.parts)):
+        for item in cell_dir.iterdir():
+            item.rename(cell_dir.parent / item.name)  # back to .../variant=...
+        cell_dir.rmdir()
+    assert (cwd / "data/models/variant=autoregressive/size=8/seed=0/model.pt").exists()
+    result = snakemake(cwd, "-n")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "Nothing to be done" in out, out[-3000:]
+    assert "artifacts of the layout before recurrent cells under cell=gru/" in out
+    assert (cwd / f"data/models/{MODEL}/model.pt").exists()
+    assert not list((cwd / "data/models").glob("variant=*"))
+
+
+def test_cells_grid_end_to_end(tmp_path):
+    """GRU, LSTM and tanh RNN side by side: the cells table, the per-cell figure and the verdicts."""
+    config = {**TINY, "grids": {"tiny": {"models": [
+        {"cells": ["gru", "lstm", "rnn_tanh"], "variants": ["autoregressive"], "sizes": [8], "seeds": [0]}]}}}
+    cwd = workdir(tmp_path, config)
+    result = snakemake(cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = pd.read_csv(cwd / "data/tables/table_cells.csv")
+    assert sorted(table["cell"].unique()) == ["gru", "lstm", "rnn_tanh"]
+    assert set(table["method"]) >= {"base", "intervention onion", "probe linear", "probe onion"}
+    lstm = pd.read_parquet(cwd / "data/states/cell=lstm/variant=autoregressive/size=8/seed=0/final_states.parquet")
+    assert len(lstm["h"].iloc[0]) == 16  # [h; c]
+    traj = pd.read_parquet(cwd / "data/states/cell=lstm/variant=autoregressive/size=8/seed=0/trajectories.parquet")
+    assert {"c", "i", "f", "g", "o"} <= set(traj.columns)
+    assert (cwd / "data/figures/intervention_onion_scales_cells.pdf").stat().st_size > 1000
+    summary = (cwd / "data/summary.md").read_text()
+    assert "the onion signature per recurrent cell" in summary and "### lstm, autoregressive N = 8" in summary
+    base = pd.read_csv(cwd / "data/tables/table1_base_accuracy.csv")  # the paper's tables: GRUs only
+    assert len(base) == 1 and base["seeds"].iloc[0] == 1
 
 
 def test_rebuilding_a_table_never_retrains(finished_run):
@@ -119,7 +159,7 @@ def test_bad_config_stops_before_any_job(tmp_path, override, key):
 
 # --- killed, then rerun with other inputs: never resume a stale checkpoint ---------------------
 
-MODEL = "variant=autoregressive/size=8/seed=0"
+MODEL = "cell=gru/variant=autoregressive/size=8/seed=0"
 
 
 def _stale_training_checkpoint(cwd: Path, config: dict) -> None:

@@ -39,21 +39,27 @@ onstart:
 
 
 GRID = config["grids"][config["grid"]]
-# Every (variant, size, seed) of the grid: the union of its blocks' cross products, in order.
+# Every (cell, variant, size, seed) of the grid: the union of its blocks' cross products, in order.
 MODELS = list(
     dict.fromkeys(
-        (variant, size, seed)
+        (cell, variant, size, seed)
         for block in GRID["models"]
+        for cell in block.get("cells", ["gru"])
         for variant in block["variants"]
         for size in block["sizes"]
         for seed in block["seeds"]
     )
 )
-SIZES = sorted({size for _, size, _ in MODELS})
-MODEL_KEY = "variant={variant}/size={size}/seed={seed}"
+SIZES = sorted({size for _, _, size, _ in MODELS})
+CELLS = sorted({cell for cell, _, _, _ in MODELS})
+GRU_SIZES = sorted({size for cell, _, size, _ in MODELS if cell == "gru"}) or SIZES  # the figures'
+
+OTHER_CELLS = [cell for cell in CELLS if cell != "gru"]  # the cells table only where there are some
+MODEL_KEY = "cell={cell}/variant={variant}/size={size}/seed={seed}"
 
 
 wildcard_constraints:
+    cell="gru|lstm|rnn_tanh",
     variant="autoregressive|no_input",
     size=r"\d+",
     seed=r"\d+",
@@ -71,13 +77,15 @@ def as_json_arg(values):
     return shlex.quote(json.dumps(values, sort_keys=True))
 
 
-def grid_paths(pattern, variants=None, sizes=None):
-    """`pattern` (with {variant}, {size}, {seed}) for every model of the grid, optionally only
-    those of the given variants and sizes."""
+def grid_paths(pattern, variants=None, sizes=None, cells=None):
+    """`pattern` (with {cell}, {variant}, {size}, {seed}) for every model of the grid, optionally
+    only those of the given variants, sizes and cells."""
     return [
-        pattern.format(variant=variant, size=size, seed=seed)
-        for variant, size, seed in MODELS
-        if (variants is None or variant in variants) and (sizes is None or size in sizes)
+        pattern.format(cell=cell, variant=variant, size=size, seed=seed)
+        for cell, variant, size, seed in MODELS
+        if (variants is None or variant in variants)
+        and (sizes is None or size in sizes)
+        and (cells is None or cell in cells)
     ]
 
 
@@ -143,30 +151,33 @@ def shared_gpu(wildcards):
 INTERVENTION_KINDS = ["linear_unigram", "linear_bigram", "onion", "onion_control"]
 
 
-def intervention_paths(ext, kinds=None):
+def intervention_paths(ext, kinds=None, cells=None):
     """Every intervention output with extension `ext` (json or parquet) over the grid."""
     return [
         path
         for kind in kinds or INTERVENTION_KINDS
-        for path in grid_paths(f"data/analyses/{MODEL_KEY}/intervention-{kind}.{ext}")
+        for path in grid_paths(f"data/analyses/{MODEL_KEY}/intervention-{kind}.{ext}", cells=cells)
     ]
 
 
 PROBE_KINDS = ["linear", "mlp", "onion", "gru_autoregressive", "gru_no_input"]
 
 
-def probe_paths(ext, kinds=None, variants=None, sizes=None):
+def probe_paths(ext, kinds=None, variants=None, sizes=None, cells=None):
     """Every probe output with extension `ext` (json or parquet) over the grid."""
     return [
         path
         for kind in kinds or PROBE_KINDS
-        for path in grid_paths(f"data/analyses/{MODEL_KEY}/probe-{kind}.{ext}", variants, sizes)
+        for path in grid_paths(f"data/analyses/{MODEL_KEY}/probe-{kind}.{ext}", variants, sizes, cells)
     ]
 
 
 def figure_model(size):
-    """Wildcards of the model a single-model figure shows at `size`: autoregressive if the grid has
-    it at that size, then the smallest seed."""
-    candidates = [m for m in MODELS if m[1] == size]
-    variant, _, seed = min(candidates, key=lambda m: (m[0] != "autoregressive", m[0], m[2]))
-    return {"variant": variant, "size": size, "seed": seed}
+    """Wildcards of the GRU a single-model figure shows at `size` (the paper's figures are of GRUs):
+    autoregressive if the grid has it at that size, then the smallest seed."""
+    candidates = [m for m in MODELS if m[2] == size and m[0] == "gru"]
+    if not candidates:
+        raise ValueError(f"grid '{config['grid']}' has no GRU of N={size}: the paper's figures need "
+                         "one (add gru to a block's cells)")
+    cell, variant, _, seed = min(candidates, key=lambda m: (m[1] != "autoregressive", m[1], m[3]))
+    return {"cell": cell, "variant": variant, "size": size, "seed": seed}

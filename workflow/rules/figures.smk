@@ -1,6 +1,6 @@
 # Figures 2, 4 and 5 of the paper; they read Parquet/JSON only, so rebuilding one retrains nothing.
 
-FIG4_SIZE = 64 if 64 in SIZES else min(SIZES)
+FIG4_SIZE = 64 if 64 in GRU_SIZES else min(GRU_SIZES)
 
 
 localrules:
@@ -11,8 +11,8 @@ localrules:
 
 rule figure_gates:
     input:
-        small=expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(min(SIZES))),
-        large=expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(max(SIZES))),
+        small=expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(min(GRU_SIZES))),
+        large=expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(max(GRU_SIZES))),
     output:
         pdf="data/figures/fig2_gates.pdf",
         png=report(
@@ -33,7 +33,9 @@ rule figure_gates:
 
 rule figure_probes:
     input:
-        results=probe_paths("json", variants=[figure_model(FIG4_SIZE)["variant"]], sizes=[FIG4_SIZE]),
+        results=probe_paths(
+            "json", variants=[figure_model(FIG4_SIZE)["variant"]], sizes=[FIG4_SIZE], cells=["gru"]
+        ),
     output:
         pdf="data/figures/fig4_probes.pdf",
         png=report(
@@ -55,7 +57,7 @@ rule figure_probes:
 
 rule figure_gates_all_channels:
     input:
-        expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(max(SIZES))),
+        expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(max(GRU_SIZES))),
     output:
         pdf="data/figures/fig5_gates_all_channels.pdf",
         png=report(

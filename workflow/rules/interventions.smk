@@ -48,7 +48,7 @@ rule train_intervention:
 
 rule table_interventions:
     input:
-        results=intervention_paths("json"),
+        results=intervention_paths("json", cells=["gru"]),
     output:
         md="data/tables/table2_interventions.md",
         csv=report(
@@ -66,7 +66,7 @@ rule table_interventions:
 
 rule figure_onion_scales:
     input:
-        parameters=intervention_paths("parquet", kinds=["onion"]),
+        parameters=intervention_paths("parquet", kinds=["onion"], cells=["gru"]),
     output:
         report(
             "data/figures/intervention_onion_scales.pdf",
@@ -86,7 +86,7 @@ rule figure_onion_scales:
 
 rule figure_das_budget:
     input:
-        parameters=intervention_paths("parquet", kinds=["linear_unigram", "linear_bigram"]),
+        parameters=intervention_paths("parquet", kinds=["linear_unigram", "linear_bigram"], cells=["gru"]),
     output:
         report(
             "data/figures/intervention_das_budget.pdf",

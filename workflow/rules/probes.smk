@@ -41,7 +41,7 @@ rule train_probe:
 
 rule table_probes:
     input:
-        results=probe_paths("json"),
+        results=probe_paths("json", cells=["gru"]),
     output:
         md="data/tables/table4_probes.md",
         csv=report(

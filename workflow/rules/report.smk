@@ -1,11 +1,13 @@
 localrules:
     table_base_accuracy,
+    table_cells,
+    figure_onion_scales_cells,
     write_summary,
 
 
 rule table_base_accuracy:
     input:
-        metrics=grid_paths(f"data/models/{MODEL_KEY}/metrics.json"),
+        metrics=grid_paths(f"data/models/{MODEL_KEY}/metrics.json", cells=["gru"]),
     output:
         md="data/tables/table1_base_accuracy.md",
         csv=report(
@@ -27,6 +29,7 @@ rule write_summary:
         interventions=rules.table_interventions.output.csv,
         probes=rules.table_probes.output.csv,
         figure=rules.figure_gates.output.pdf,
+        cells="data/tables/cells_signature.md" if OTHER_CELLS else [],
     output:
         report("data/summary.md", caption="../report/summary.rst", category="Summary"),
     conda:
@@ -35,4 +38,46 @@ rule write_summary:
         "data/logs/write_summary.log",
     shell:
         "python -m onion summary --base {input.base} --interventions {input.interventions} "
-        "--probes {input.probes} --out {output} > {log} 2>&1"
+        "--probes {input.probes} --append {input.cells} --out {output} > {log} 2>&1"
+
+
+# Beyond the paper: every recurrent cell of the grid side by side (only where the grid has a cell
+# other than the GRU).
+rule table_cells:
+    input:
+        metrics=grid_paths(f"data/models/{MODEL_KEY}/metrics.json"),
+        interventions=intervention_paths("json"),
+        probes=probe_paths("json"),
+    output:
+        md="data/tables/table_cells.md",
+        csv=report("data/tables/table_cells.csv", caption="../report/table_cells.rst", category="Tables"),
+        tex="data/tables/table_cells.tex",
+        signature="data/tables/cells_signature.md",
+    conda:
+        "../envs/onion.yaml"
+    log:
+        "data/logs/table_cells.log",
+    shell:
+        "python -m onion table-cells --metrics {input.metrics} --interventions {input.interventions} "
+        "--probes {input.probes} --md {output.md} --csv {output.csv} --tex {output.tex} "
+        "--signature {output.signature} > {log} 2>&1"
+
+
+rule figure_onion_scales_cells:
+    input:
+        parameters=intervention_paths("parquet", kinds=["onion"]),
+    output:
+        report(
+            "data/figures/intervention_onion_scales_cells.pdf",
+            caption="../report/intervention_onion_scales_cells.rst",
+            category="Interventions",
+        ),
+    params:
+        max_length=config["data"]["max_length"],
+    conda:
+        "../envs/onion.yaml"
+    log:
+        "data/logs/figure_onion_scales_cells.log",
+    shell:
+        "python -m onion figure-interventions onion-scales-cells --parameters {input.parameters} "
+        "--max-length {params.max_length} --out {output} > {log} 2>&1"

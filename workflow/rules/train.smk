@@ -23,8 +23,9 @@ rule train_model:
         mem_mb=6000,
         runtime=train_runtime_minutes,
     shell:
-        # The log is appended to, so a resumed job's log shows the interrupted run too.
-        "python -m onion train --data {params.data} --train {params.train} "
+        # The log is appended to, so a job resumed in the same attempt (a rerun of Snakemake)
+        # shows the interrupted run too; Snakemake itself removes a failed attempt's log on retry.
+        "python -m onion train --cell {wildcards.cell} --data {params.data} --train {params.train} "
         "--train-data {input.train} --valid-data {input.valid} "
         "--variant {wildcards.variant} --size {wildcards.size} --seed {wildcards.seed} "
         "--device {params.device} --threads {threads} --checkpoint {params.checkpoint} "
