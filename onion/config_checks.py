@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import jsonschema
-
 from onion.data import ALPHABET
 
 
 def _strict_validator(schema: dict):
     """Draft 2020-12, except that 300.0 is not an integer (PyTorch wants an int step count)."""
+    import jsonschema  # here, not at the top: `gpu-check` reads the grid on machines without it
     base = jsonschema.Draft202012Validator
     types = base.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))

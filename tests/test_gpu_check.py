@@ -70,3 +70,12 @@ def test_gpu_slots_spread_jobs_round_robin_and_free_on_exit(tmp_path):
         assert claim_gpu(2, tmp_path) == (0, 0)  # a killed job's slot is free again
     finally:
         release_gpu_slots()
+
+
+def test_gpu_check_needs_no_package_beyond_a_pytorch_image():
+    """A GPU machine's image has torch, numpy, pyarrow and yaml, but not jsonschema or snakemake."""
+    code = ("import sys; sys.modules['jsonschema'] = None; sys.modules['snakemake'] = None; "
+            "from onion import gpu_check; "
+            f"print(len(gpu_check.paper_grid({str(REPO / 'config.yaml')!r})[0]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "60", result.stderr[-2000:]
