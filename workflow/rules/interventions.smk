@@ -37,7 +37,7 @@ rule train_intervention:
         mem_mb=4000,
         runtime=intervention_runtime_minutes,
     shell:
-        # The log is appended to, so a resumed job's log shows the interrupted run too.
+        # The log is appended to (Snakemake itself removes a failed attempt's log before a retry).
         "python -m onion train-intervention --kind {wildcards.kind} --data {params.data} "
         "--interventions {params.interventions} --model {input.model} "
         "--train-data {input.train} --valid-data {input.valid} --das-valid-data {input.das_valid} "

@@ -32,7 +32,7 @@ rule train_probe:
         mem_mb=6000,
         runtime=probe_runtime_minutes,
     shell:
-        # The log is appended to, so a resumed job's log shows the interrupted run too.
+        # The log is appended to (Snakemake itself removes a failed attempt's log before a retry).
         "python -m onion train-probe --kind {wildcards.kind} --data {params.data} "
         "--probes {params.probes} --states {input.states} "
         "--device {params.device} --threads {threads} --checkpoint {params.checkpoint} "
