@@ -24,6 +24,7 @@ import torch
 
 from onion.config import DataConfig, TrainConfig
 from onion.counterfactuals import KINDS as INTERVENTION_KINDS
+from onion.counterfactuals import make_counterfactuals
 from onion.data import SequenceSet, make_datasets
 from onion.interventions import (InterventionConfig, intervention_step, make_intervention,
                                  train_intervention)
@@ -31,7 +32,8 @@ from onion.model import RepeatRNN
 from onion.probes import KINDS as PROBE_KINDS
 from onion.probes import ProbeConfig, make_probe, make_probe_optimizer, probe_step, train_probe
 from onion.runtime import log, synchronize
-from onion.training import make_optimizer, packed_batch_loss, packed_batches, train_model, train_step
+from onion.training import (make_optimizer, packed_batch_loss, packed_batches, sequence_loss,
+                            train_model, train_step)
 
 LOOPS = [("train", "model")] + [("intervention", k) for k in INTERVENTION_KINDS] + \
         [("probe", k) for k in PROBE_KINDS]
@@ -74,7 +76,6 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0):
         params = list(model.parameters())
         loss = packed_batch_loss(model, *packed_batches(model, setup.train, device)(idx))
     elif loop == "intervention":
-        from onion.counterfactuals import make_counterfactuals
         module = make_intervention(kind, DATA.n_symbols, setup.size, DATA.max_length).eval()
         generator = torch.Generator().manual_seed(seed)
         cf = make_counterfactuals(kind, torch.as_tensor(setup.train.tokens[idx]),
@@ -85,7 +86,6 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0):
             p.requires_grad_(False)
         batch = cf.to(device).batch()
         logits = model.decode(module(model, batch), model.decoder_inputs(batch["target"]))
-        from onion.training import sequence_loss
         loss = sequence_loss(logits, batch["target"], batch["lengths"])
     else:
         probe = make_probe(kind, setup.size, DATA.n_symbols, DATA.max_length).to(device)
