@@ -35,6 +35,9 @@ include: "workflow/rules/probes.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
+if workflow.is_main_process:
+    warn_of_retraining()
+
 
 # Tables, figures, the summary and the named targets run on the submitting machine, never as
 # cluster jobs; the heavy rules carry their own mem_mb and runtime (workflow/rules/common.smk).

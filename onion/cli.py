@@ -60,7 +60,8 @@ def cmd_train(args) -> None:
     save_model(model, args.model)
     write_json(args.metrics, {"variant": args.variant, "cell": args.cell, "size": args.size,
                               "seed": args.seed,
-                              "device": str(device), **metrics, "training": record})
+                              "device": str(device), **metrics, "training": record,
+                              "config": dataclasses.asdict(train_cfg)})
     if args.checkpoint:
         Path(args.checkpoint).unlink(missing_ok=True)
 

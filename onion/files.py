@@ -54,3 +54,21 @@ def migrate_to_cell_layout(root="data") -> list[tuple[Path, Path]]:
         old.rename(new)
         moves.append((old, new))
     return moves
+
+
+def models_trained_otherwise(root, keys, train: dict) -> list[str]:
+    """The model keys (cell=…/variant=…/size=…/seed=…) under root/models whose metrics.json records
+    other training settings than `train` (the steps, and every setting where the file has them),
+    each with what differs: the models a run with `train` would retrain and overwrite."""
+    found = []
+    for key in keys:
+        path = Path(root) / "models" / key / "metrics.json"
+        if not path.exists():
+            continue
+        record = json.loads(path.read_text())
+        recorded = record.get("config") or {"steps": record.get("training", {}).get("steps")}
+        differ = [f"{name} {value} (here {train.get(name)})" for name, value in recorded.items()
+                  if name in train and value is not None and value != train[name]]
+        if differ:
+            found.append(f"{key}: trained with {', '.join(differ)}")
+    return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from onion.data import no_input_token, sos_token
 
@@ -81,8 +82,13 @@ class RepeatRNN(nn.Module):
         """Final state of each sequence: tokens [B, T] (padded after L), lengths [B] -> [B, state_size].
 
         Padding sits after the last real token, so states up to L are exactly those of the
-        sequence alone; we run the padded batch and pick step L - 1 of each row.
+        sequence alone; we run the padded batch and pick step L - 1 of each row. The LSTM's layer
+        returns c only at the end, so it runs packed (one call, not one per step).
         """
+        if self.cell == "lstm":
+            packed = pack_padded_sequence(self.embedding(tokens), lengths.cpu(), batch_first=True,
+                                          enforce_sorted=False)
+            return self.flat_state(self.rnn(packed)[1])  # (h, c) at each row's own last step
         states = self.encode_all(tokens)
         return states[torch.arange(len(lengths), device=tokens.device), lengths - 1]
 

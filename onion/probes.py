@@ -100,11 +100,14 @@ class OnionProbe(nn.Module):
     def run(self, h, tokens=None):
         """Logits [B, L_max, S]; subtracts `tokens` [B, L_max] when given, else the predictions."""
         scales, logits = self.scales(), []
+        if tokens is not None:  # teacher forcing: every step's residual at once, one classifier call
+            peeled = scales * self.embedding(tokens)  # [B, L_max, N]: s_t ⊙ E[y_t]
+            before = torch.cat([torch.zeros_like(peeled[:, :1]), peeled[:, :-1].cumsum(1)], 1)  # Σ_{k<t}
+            return self.classifier(h[:, None] - before)  # [B, L_max, S]
         for t in range(self.max_length):
             step = self.classifier(h)  # [B, S]
             logits.append(step)
-            token = tokens[:, t] if tokens is not None else step.argmax(-1)
-            h = h - scales[t] * self.embedding(token)
+            h = h - scales[t] * self.embedding(step.argmax(-1))
         return torch.stack(logits, 1)
 
     def loss(self, h, tokens, lengths):

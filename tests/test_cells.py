@@ -43,6 +43,8 @@ def test_state_shapes_and_decoder_start(cell):
     # padding after L changes nothing: the state of a row equals that of the row alone
     alone = model.encode(tokens[:1, :2], lengths[:1])
     torch.testing.assert_close(state[:1], alone)
+    # the final state is the step-by-step state at each row's last token (the LSTM encodes packed)
+    torch.testing.assert_close(state, model.encode_all(tokens)[torch.arange(5), lengths - 1])
     # decode starts the layer from exactly this state
     torch.testing.assert_close(model.flat_state(model.layer_state(state)), state)
 

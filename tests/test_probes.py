@@ -81,6 +81,11 @@ def test_onion_probe_teacher_forcing_and_scales():
         # by hand: the classifier sees h minus the scaled embeddings of the true earlier tokens
         rest = h - (s[:4, None] * probe.embedding(tokens[:, :4]).transpose(0, 1)).sum(0)
         torch.testing.assert_close(forced[:, 4], probe.classifier(rest))
+        # every position, against peeling one true token at a time
+        rest = h
+        for t in range(9):
+            torch.testing.assert_close(forced[:, t], probe.classifier(rest))
+            rest = rest - s[t] * probe.embedding(tokens[:, t])
 
 
 def test_resume_gives_the_same_probe(tmp_path, small_data_cfg, rng):

@@ -58,6 +58,23 @@ OTHER_CELLS = [cell for cell in CELLS if cell != "gru"]  # the cells table only 
 MODEL_KEY = "cell={cell}/variant={variant}/size={size}/seed={seed}"
 
 
+def warn_of_retraining():
+    """Models of this grid trained before with other settings (another grid's, say) are retrained
+    and overwritten by Snakemake: say so before the first job."""
+    from onion.files import models_trained_otherwise
+
+    keys = [MODEL_KEY.format(cell=c, variant=v, size=n, seed=s) for c, v, n, s in MODELS]
+    found = models_trained_otherwise("data", keys, settings("train"))
+    if found:
+        print(
+            f"warning: grid '{config['grid']}' retrains and overwrites {len(found)} models trained "
+            f"with other settings ({found[0]}{'; …' if len(found) > 1 else ''}), and everything "
+            "computed from them. To keep them, run this grid in a directory of its own "
+            "(README: Running two grids side by side).",
+            file=sys.stderr,
+        )
+
+
 wildcard_constraints:
     cell="gru|lstm|rnn_tanh",
     variant="autoregressive|no_input",
