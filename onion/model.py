@@ -83,7 +83,8 @@ class RepeatRNN(nn.Module):
 
         Padding sits after the last real token, so states up to L are exactly those of the
         sequence alone; we run the padded batch and pick step L - 1 of each row. The LSTM's layer
-        returns c only at the end, so it runs packed (one call, not one per step).
+        returns c only at the end, so it runs packed (one call, not one per step; on CUDA packing
+        reads the lengths on the host, so each call waits for them).
         """
         if self.cell == "lstm":
             packed = pack_padded_sequence(self.embedding(tokens), lengths.cpu(), batch_first=True,

@@ -203,3 +203,24 @@ def test_artifacts_of_the_layout_before_cells_move_to_cell_gru(tmp_path):
         path.write_text("x")
     with pytest.raises(FileExistsError, match="both exist"):
         migrate_to_cell_layout(data)
+
+
+def test_models_trained_with_other_settings_are_named(tmp_path):
+    """A grid whose training settings differ from those a model was trained with would retrain it:
+    such models are named, with what differs; models trained alike and missing ones are not."""
+    import json
+
+    from onion.files import models_trained_otherwise
+    train = {"steps": 12000, "lr": 0.001, "batch_size": 256}
+    records = {"cell=gru/variant=autoregressive/size=48/seed=0": {"training": {"steps": 40000}},  # older files
+               "cell=gru/variant=autoregressive/size=48/seed=1": {"training": {"steps": 12000},
+                                                                   "config": {**train, "lr": 0.002}},
+               "cell=lstm/variant=autoregressive/size=48/seed=0": {"training": {"steps": 12000},
+                                                                    "config": train}}
+    for key, record in records.items():
+        (tmp_path / "models" / key).mkdir(parents=True)
+        (tmp_path / "models" / key / "metrics.json").write_text(json.dumps(record))
+    keys = [*records, "cell=rnn_tanh/variant=autoregressive/size=48/seed=0"]
+    assert models_trained_otherwise(tmp_path, keys, train) == [
+        "cell=gru/variant=autoregressive/size=48/seed=0: trained with steps 40000 (here 12000)",
+        "cell=gru/variant=autoregressive/size=48/seed=1: trained with lr 0.002 (here 0.001)"]

@@ -89,6 +89,19 @@ def test_second_run_does_nothing(finished_run):
     result = snakemake(finished_run)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+    assert "warning: grid" not in result.stdout + result.stderr
+
+
+def test_a_grid_that_would_retrain_models_says_so(finished_run):
+    """Other training settings than the finished run's (another grid's, say) retrain its models:
+    the workflow warns before the first job, naming a model and what differs."""
+    (finished_run / "longer.yaml").write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 160}}))
+    result = subprocess.run(["snakemake", "-n", "--cores", "2", "--configfile", "longer.yaml"],
+                            cwd=finished_run, capture_output=True, text=True, timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "warning: grid 'tiny' retrains and overwrites 4 models trained with other settings" in out
+    assert "trained with steps 150 (here 160)" in out and "train_model" in out
 
 
 def test_a_finished_run_of_the_layout_before_cells_is_moved_not_retrained(tmp_path, finished_run):
