@@ -11,15 +11,15 @@ from onion.config_checks import load_yaml
 load_yaml("config.yaml")  # a syntax error names file and line (Snakemake's own message does not)
 
 
-if workflow.is_main_process:  # artifacts from before recurrent cells are GRUs: move, never retrain
-    from onion.files import migrate_to_cell_layout
+if workflow.is_main_process:  # artifacts from before recurrent cells: say how to keep them
+    from onion.files import old_layout_paths
 
-    _moved = migrate_to_cell_layout("data")
-    if _moved:
-        print(
-            f"moved {len(_moved)} artifacts of the layout before recurrent cells under cell=gru/ "
-            f"(e.g. {_moved[0][0]} -> {_moved[0][1]}); nothing is retrained",
-            file=sys.stderr,
+    _old = old_layout_paths("data")  # reads only, so a dry run changes nothing
+    if _old:
+        sys.exit(
+            f"error: {len(_old)} artifacts in data/ use the layout before recurrent cells (e.g. "
+            f"{_old[0]}); run `python -m onion migrate-layout data` once to move them under "
+            "cell=gru/ (nothing is retrained), then run snakemake again"
         )
 
 

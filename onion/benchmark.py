@@ -1,19 +1,208 @@
-"""Training speed of our loop against a conventional pack_padded_sequence seq2seq loop."""
+"""Speeds: training and analysis steps per second, concurrent jobs on one device, the paper grid's
+projected wall time (gpu-check's benchmark half), and our training loop against a conventional
+pack_padded_sequence seq2seq loop (`python -m onion benchmark-training`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
+import json
+import math
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from onion.config import DataConfig, TrainConfig
-from onion.data import random_sequences
+from onion.data import SequenceSet, make_datasets, random_sequences
+from onion.interventions import InterventionConfig, train_intervention
+from onion.log import log
 from onion.model import RepeatRNN
-from onion.runtime import synchronize
-from onion.training import make_optimizer, packed_batches, sequence_loss, train_step
+from onion.names import INTERVENTION_KINDS, PROBE_KINDS
+from onion.probes import ProbeConfig, train_probe
+from onion.runtime import resolve_device, synchronize
+from onion.training import make_optimizer, pack_plan, sequence_loss, sequence_table, train_model, train_step
+
+LOOPS = [("train", "model")] + [("intervention", k) for k in INTERVENTION_KINDS] + \
+        [("probe", k) for k in PROBE_KINDS]
+DATA = DataConfig(n_train=20_000, n_valid=200, seed=0)  # the paper's lengths and vocabulary
+
+
+@dataclasses.dataclass
+class Setup:
+    """A model of one size with its data and final states, on the CPU."""
+
+    size: int
+    model: RepeatRNN
+    train: SequenceSet
+    states: np.ndarray  # [n, N] final states of the first n training sequences
+    probe_data: SequenceSet
+
+
+def make_setup(size: int, seed: int = 0, n_states: int = 4096) -> Setup:
+    train, _ = make_datasets(DATA)
+    torch.manual_seed(seed)
+    model = RepeatRNN(DATA.n_symbols, size)
+    probe_data = SequenceSet(train.tokens[:n_states], train.lengths[:n_states])
+    with torch.no_grad():
+        states = model.encode(torch.as_tensor(probe_data.tokens), torch.as_tensor(probe_data.lengths))
+    return Setup(size, model, train, states.numpy(), probe_data)
+
+
+# --- speed -------------------------------------------------------------------------------------
+
+def measure_speeds(setup: Setup, device, steps: int, warmup: int = 3) -> list[dict]:
+    """Steps/s of the real loops (train_model, train_intervention, train_probe), each after a
+    short warm-up run of its own."""
+    rows = []
+    quiet = dict(checkpoint_every=0, log_every=10**9)
+    for loop, kind in LOOPS:
+        for n in (warmup, steps):
+            torch.manual_seed(0)
+            if loop == "train":
+                model = RepeatRNN(DATA.n_symbols, setup.size)
+                model.load_state_dict(setup.model.state_dict())
+                record = train_model(model, setup.train, setup.train, TrainConfig(steps=n, eval_every=0, **quiet),
+                                     0, device)
+            elif loop == "intervention":
+                model = RepeatRNN(DATA.n_symbols, setup.size)
+                model.load_state_dict(setup.model.state_dict())
+                _, record = train_intervention(model, kind, setup.train, InterventionConfig(steps=n, **quiet),
+                                               0, device, DATA.max_length)
+            else:
+                _, record = train_probe(kind, setup.states, setup.probe_data, DATA.n_symbols,
+                                        ProbeConfig(steps=n, **quiet), 0, device)
+        rows.append({"loop": loop, "kind": kind, "size": setup.size, "steps": steps,
+                     "steps_per_second": steps / record["seconds_this_run"]})
+        log(f"N={setup.size} {loop} {kind}: {rows[-1]['steps_per_second']:.1f} steps/s")
+    return rows
+
+
+def worker(size: int, steps: int, device: str, start_at: float) -> dict:
+    """One training job for the concurrency measurement: set up and warm up, wait for the common
+    start time, train `steps` steps; its own steps/s."""
+    device = resolve_device(device)
+    setup = make_setup(size)
+    train_model(setup.model, setup.train, setup.train,
+                TrainConfig(steps=3, eval_every=0, checkpoint_every=0, log_every=10**9), 0, device)
+    late = max(0.0, time.time() - start_at)  # > 0: the start-up allowance was too short
+    time.sleep(max(0.0, start_at - time.time()))
+    record = train_model(setup.model, setup.train, setup.train,
+                         TrainConfig(steps=steps, eval_every=0, checkpoint_every=0, log_every=10**9),
+                         0, device)
+    return {"steps_per_second": record["steps_per_second"], "late_seconds": late}
+
+
+def measure_concurrency(size: int, steps: int, device: str, jobs: list[int],
+                        startup_seconds: float) -> list[dict]:
+    """Aggregate training steps/s of k concurrent jobs on the device (one thread each), all
+    starting their timed loop at the same moment."""
+    rows = []
+    for k in jobs:
+        start_at = time.time() + startup_seconds
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        command = [sys.executable, "-m", "onion", "gpu-check", "--worker", "--sizes", str(size),
+                   "--steps", str(steps), "--device", device, "--start-at", str(start_at)]
+        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True, env=env) for _ in range(k)]
+        reports = []
+        for proc in procs:
+            out, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"a gpu-check worker failed (exit {proc.returncode})")
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+        speeds = [r["steps_per_second"] for r in reports]
+        rows.append({"size": size, "jobs": k, "per_job_steps_per_second": speeds,
+                     "aggregate_steps_per_second": sum(speeds),
+                     "late_start_seconds": max(r["late_seconds"] for r in reports)})
+        log(f"N={size}, {k} concurrent training jobs: {sum(speeds):.1f} steps/s together")
+    return rows
+
+
+# --- projection --------------------------------------------------------------------------------
+
+def speed_at(speeds: list[dict], loop: str, kind: str, size: int) -> float:
+    """Measured steps/s of loop/kind at `size`; between measured sizes log-log interpolated, beyond
+    them the nearest measured size scaled as N^-2 (larger) or held (smaller)."""
+    points = sorted((r["size"], r["steps_per_second"]) for r in speeds if r["loop"] == loop and r["kind"] == kind)
+    sizes = np.log([p[0] for p in points])
+    rates = np.log([p[1] for p in points])
+    if size >= points[-1][0]:
+        return points[-1][1] * (points[-1][0] / size) ** 2
+    return float(np.exp(np.interp(math.log(size), sizes, rates)))
+
+
+def grid_jobs(models: list[tuple[str, int, int]], steps: dict, speeds: list[dict],
+              efficiency: float = 1.0) -> list[tuple[float, list[float]]]:
+    """Per model: (training seconds, [seconds of each analysis]) at the measured speeds, each job
+    slowed by `efficiency` (its share of the device when slots are shared)."""
+    jobs = []
+    for _, size, _ in models:
+        train = steps["train"] / (speed_at(speeds, "train", "model", size) * efficiency)
+        analyses = [steps[loop] / (speed_at(speeds, loop, kind, size) * efficiency)
+                    for loop, kind in LOOPS[1:]]
+        jobs.append((train, analyses))
+    return jobs
+
+
+def simulate_wall_time(jobs: list[tuple[float, list[float]]], workers: int) -> float:
+    """Wall time of the grid on `workers` parallel job slots: longest job first among those ready,
+    every model's analyses ready when its training ends (list scheduling)."""
+    free = [0.0] * workers  # when each slot is next free
+    heapq.heapify(free)
+    pending, finish = [], 0.0
+    for train, analyses in sorted(jobs, key=lambda job: -job[0]):
+        start = heapq.heappop(free)
+        end = start + train
+        heapq.heappush(free, end)
+        pending.extend((end, seconds) for seconds in analyses)
+    for release, seconds in sorted(pending, key=lambda p: (p[0], -p[1])):
+        start = max(heapq.heappop(free), release)
+        heapq.heappush(free, start + seconds)
+        finish = max(finish, start + seconds)
+    return finish
+
+
+def paper_grid(config_path: str = "config.yaml") -> tuple[list, dict]:
+    """The paper grid's models and the steps of its training, intervention and probe jobs, as the
+    workflow would run them (config.yaml with the grid's overrides)."""
+    from onion.config_checks import grid_settings, load_yaml
+    config = load_yaml(config_path)
+    config["grid"] = "paper"
+    models = [(v, s, seed) for block in config["grids"]["paper"]["models"] for v in block["variants"]
+              for s in block["sizes"] for seed in block["seeds"]]
+    steps = {"train": grid_settings(config, "train")["steps"],
+             "intervention": grid_settings(config, "interventions")["steps"],
+             "probe": grid_settings(config, "probes")["steps"]}
+    return models, steps
+
+
+def project(speeds: list[dict], concurrency: list[dict], workers_per_device: dict[str, int],
+            config_path: str = "config.yaml") -> list[dict]:
+    """Projected wall time of the paper grid for each named setting (name -> parallel job slots).
+    With slots k on one device, each job runs at the measured k-job aggregate speed / k."""
+    models, steps = paper_grid(config_path)
+    by_jobs = {r["jobs"]: r["aggregate_steps_per_second"] for r in concurrency}
+    single = by_jobs.get(1)
+    rows = []
+    for name, (slots, jobs_per_device) in workers_per_device.items():
+        efficiency = 1.0
+        if single and jobs_per_device in by_jobs:
+            efficiency = by_jobs[jobs_per_device] / (jobs_per_device * single)
+        jobs = grid_jobs(models, steps, speeds, efficiency)
+        job_hours = sum(t + sum(a) for t, a in jobs) / 3600
+        wall = simulate_wall_time(jobs, slots)
+        critical = max(t + max(a) for t, a in jobs)
+        rows.append({"setting": name, "parallel_jobs": slots, "jobs_per_device": jobs_per_device,
+                     "per_job_efficiency": efficiency, "job_hours": job_hours,
+                     "wall_hours": wall / 3600, "critical_path_hours": critical / 3600})
+        log(f"paper grid on {name}: {wall / 3600:.1f} h wall ({job_hours:.0f} job-hours, "
+            f"critical path {critical / 3600:.1f} h)")
+    return rows
 
 
 def reference_step(model: RepeatRNN, optimizer, tokens: torch.Tensor, lengths: torch.Tensor):
@@ -34,9 +223,11 @@ def reference_step(model: RepeatRNN, optimizer, tokens: torch.Tensor, lengths: t
     return loss.detach()
 
 
-def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0) -> pd.DataFrame:
+def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0):
     """steps/s of train_step and reference_step per size, interleaved in rounds so that both
-    loops see the same machine load. Batches are the paper's (256 sequences, lengths 2-9)."""
+    loops see the same machine load. Batches are the paper's (256 sequences, lengths 2-9).
+    Returns a pandas DataFrame, one row per size."""
+    import pandas as pd  # here: gpu-check runs on images without pandas
     data_cfg, train_cfg = DataConfig(), TrainConfig()
     data = random_sequences(np.random.default_rng(seed), steps * train_cfg.batch_size, data_cfg)
     rows = []
@@ -60,11 +251,20 @@ def _time_loop(name, size, data, steps, cfg: TrainConfig, device) -> float:
     torch.manual_seed(0)
     model = RepeatRNN(30, size).to(device)
     if name == "ours":
-        optimizer, step_fn = make_optimizer(model.parameters(), cfg), train_step
+        optimizer = make_optimizer(model.parameters(), cfg)
+
+        def step_fn(model, optimizer, tokens, lengths):  # the packed path train_model takes
+            inputs, targets = sequence_table(model, tokens, lengths)
+            positions, batch_sizes = pack_plan(np.arange(len(tokens)), lengths.cpu().numpy(), inputs.shape[1])
+            positions = positions.to(tokens.device)
+            return train_step(model, optimizer, inputs.flatten()[positions], targets.flatten()[positions],
+                              batch_sizes)
     else:  # the plain loop: default (for-each) AdamW
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                       betas=cfg.betas)
         step_fn = reference_step
+    tokens = torch.as_tensor(data.tokens, device=device)  # [n, T]
+    lengths = torch.as_tensor(data.lengths, device=device)  # [n]
     batch = cfg.batch_size
     synchronize(device)
     start = time.perf_counter()
@@ -74,3 +274,10 @@ def _time_loop(name, size, data, steps, cfg: TrainConfig, device) -> float:
     synchronize(device)
     return time.perf_counter() - start
 
+
+def run_benchmark_training(sizes, steps: int, device, rounds: int = 4, out=None) -> None:
+    """The benchmark-training command: print the table, and write it as CSV to `out` if given."""
+    results = benchmark_training(sizes, steps, device, rounds)
+    if out:
+        results.to_csv(out, index=False)
+    print(results.to_string(index=False))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
+
+from onion.names import TRAIN_SAMPLINGS
 
 T = TypeVar("T")
 
@@ -44,26 +46,38 @@ class DataConfig:
                              f"{self.min_length}..{self.max_length}")
         if not 0 < self.max_valid_fraction <= 1:
             raise ValueError(f"data.max_valid_fraction must be in (0, 1], got {self.max_valid_fraction}")
-        if self.train_sampling not in ("distinct", "iid"):
-            raise ValueError(f"data.train_sampling must be 'distinct' or 'iid', got {self.train_sampling!r}")
+        if self.train_sampling not in TRAIN_SAMPLINGS:
+            raise ValueError(f"data.train_sampling must be one of {TRAIN_SAMPLINGS}, got {self.train_sampling!r}")
         if not self.min_length <= self.das_length <= self.max_length:
             raise ValueError(f"data.das_length must be in min_length..max_length "
                              f"({self.min_length}..{self.max_length}), got {self.das_length}")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation of the GRU on the repeat task (PAPER.md §3)."""
+class OptimConfig:
+    """What every optimisation loop shares (onion.loop): AdamW for `steps` steps of `batch_size`
+    examples, checkpointed every `checkpoint_every` steps (0: only the last), a log line every
+    `log_every`. `section` names the config section in error messages."""
 
-    steps: int = 40_000
+    section: ClassVar[str] = "optim"
+    steps: int = 60_000
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     checkpoint_every: int = 2_000
-    log_every: int = 500
-    eval_every: int = 10_000
+    log_every: int = 1_000
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("train.steps and train.batch_size must be positive")
+            raise ValueError(f"{self.section}.steps and {self.section}.batch_size must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(OptimConfig):
+    """Optimisation of the GRU on the repeat task (PAPER.md §3)."""
+
+    section: ClassVar[str] = "train"
+    steps: int = 40_000
+    log_every: int = 500
+    eval_every: int = 10_000

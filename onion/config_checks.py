@@ -153,3 +153,19 @@ def merge(base: dict, override: dict) -> dict:
         merged[key] = merge(merged[key], value) if isinstance(value, dict) and \
             isinstance(merged.get(key), dict) else value
     return merged
+
+
+def run_check_config(files: list, schema_path) -> None:
+    """The check-config command: `files` merged in order (config.yaml, then --configfile files),
+    checked as the workflow checks them, CUDA included."""
+    from onion.log import log
+
+    def cuda_available() -> bool:
+        import torch
+        return torch.cuda.is_available()
+
+    config = {}
+    for path in files:
+        config = merge(config, load_yaml(path))
+    check_config(config, schema_path, cuda_available=cuda_available)
+    log(f"{' + '.join(map(str, files))}: valid")

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from onion.config import DataConfig
 from onion.files import write_parquet
+from onion.log import log
 
 ALPHABET = string.digits + string.ascii_lowercase  # symbols are drawn from "0-9a-z"
 DATASET_SCHEMA = pa.schema([
@@ -240,3 +241,17 @@ def read_sequences(path: str | Path, max_length: int | None = None) -> SequenceS
     tokens = np.zeros((len(lengths), width), dtype=np.int64)
     tokens[rows, cols] = flat
     return SequenceSet(tokens, lengths)
+
+
+def run_make_dataset(cfg: DataConfig, train_path, valid_path, das_valid_path) -> None:
+    """The make_dataset job: the training, validation and linear-DAS validation sets to Parquet."""
+    log(f"generating datasets: {cfg}")
+    train, valid = make_datasets(cfg)
+    das_valid = make_das_valid(cfg, train, valid)
+    write_sequences(valid_path, valid)
+    write_sequences(das_valid_path, das_valid)
+    write_sequences(train_path, train)
+    mix = ", ".join(f"{k}: {100 * v:.2f}%" for k, v in length_mix(train, cfg).items())
+    log(f"training length mix ({cfg.train_sampling}): {mix}")
+    log(f"wrote {len(train)} training sequences to {train_path}, {len(valid)} to {valid_path} and "
+        f"{len(das_valid)} of length {cfg.das_length} to {das_valid_path}")

@@ -21,15 +21,20 @@ as lists (h[1] is channel 0), pyarrow as FixedSizeListArray (`vectors()`).
 from __future__ import annotations
 
 import dataclasses
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from onion.data import ALPHABET, SequenceSet, encode_text, no_input_token, sos_token
-
-GATES = {"gru": ("h", "z", "r", "n"), "lstm": ("h", "c", "i", "f", "g", "o"), "rnn_tanh": ("h",)}
+from onion.config import DataConfig
+from onion.data import ALPHABET, SequenceSet, encode_text, no_input_token, read_sequences, sos_token
+from onion.files import vector_column, vectors, write_parquet
+from onion.log import log
+from onion.model import GATES, cell_step, load_model
+from onion.runtime import NonFiniteError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,38 +58,6 @@ def symbol_name(token: int, n_symbols: int) -> str:
     if token == no_input_token(n_symbols):
         return "<none>"
     return ALPHABET[token]
-
-
-def gru_step(gru: torch.nn.GRU, x: torch.Tensor, h: torch.Tensor):
-    """One GRU step from the layer's own weights: x [B, N_in], h [B, N] -> (h', r, z, n), each [B, N].
-
-    r = σ(W_ir x + b_ir + W_hr h + b_hr), z = σ(W_iz x + b_iz + W_hz h + b_hz),
-    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h' = (1 − z) ⊙ n + z ⊙ h.
-    """
-    gi = x @ gru.weight_ih_l0.T + gru.bias_ih_l0  # [B, 3N], blocks r, z, n
-    gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0  # [B, 3N]
-    i_r, i_z, i_n = gi.chunk(3, dim=1)
-    h_r, h_z, h_n = gh.chunk(3, dim=1)
-    r = torch.sigmoid(i_r + h_r)
-    z = torch.sigmoid(i_z + h_z)
-    n = torch.tanh(i_n + r * h_n)
-    return (1 - z) * n + z * h, r, z, n
-
-
-def cell_step(model, x: torch.Tensor, state: dict) -> dict:
-    """One step of the model's cell from its own weights: x [B, N], state {"h"[, "c"]} -> every
-    column of GATES[model.cell], each [B, N]."""
-    layer = model.rnn
-    if model.cell == "gru":
-        h, r, z, n = gru_step(layer, x, state["h"])
-        return {"h": h, "z": z, "r": r, "n": n}
-    pre = x @ layer.weight_ih_l0.T + layer.bias_ih_l0 + state["h"] @ layer.weight_hh_l0.T + layer.bias_hh_l0
-    if model.cell == "rnn_tanh":
-        return {"h": torch.tanh(pre)}
-    i, f, g, o = pre.chunk(4, dim=1)  # PyTorch's LSTM order
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-    c = f * state["c"] + i * g
-    return {"h": o * torch.tanh(c), "c": c, "i": i, "f": f, "g": g, "o": o}
 
 
 @torch.no_grad()
@@ -115,19 +88,6 @@ def trajectory(model, tokens: list[int]) -> dict:
         for key in columns:
             rows[key].append(state[key][0].float().cpu().numpy())
     return {"token": fed, "output": outputs, **{k: np.stack(v) for k, v in rows.items()}}
-
-
-def _vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
-    """[rows, N] float -> FixedSizeListArray of float32 with list size N."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
-
-
-def vectors(table: pa.Table, column: str = "h") -> np.ndarray:
-    """A fixed-size-list column back to a writable [rows, N] float32 array (no per-row Python)."""
-    col = table.column(column).combine_chunks()
-    flat = col.flatten().to_numpy(zero_copy_only=False)
-    return np.array(flat, dtype=np.float32).reshape(len(col), col.type.list_size)
 
 
 def _keys(n: int, variant: str, size: int, seed: int, cell: str) -> dict:
@@ -170,7 +130,7 @@ def trajectories_table(model, examples: list[list[int]], variant: str, size: int
              "step": pa.int8(), "time": pa.int16(), "token": pa.int16(), "symbol": pa.string(),
              "output": pa.int16()}
     arrays = {**_keys(n, variant, size, seed, model.cell), **{k: pa.array(v, types[k]) for k, v in cols.items()},
-              **{k: _vectors(np.concatenate(mats[k])) for k in columns}}
+              **{k: vector_column(np.concatenate(mats[k])) for k in columns}}
     return pa.table(arrays)
 
 
@@ -202,7 +162,7 @@ def states_table(model, splits: dict[str, SequenceSet], device, variant: str, si
             "length": pa.array(data.lengths.astype(np.int8)),
             "tokens": pa.ListArray.from_arrays(pa.array(offsets), pa.array(data.tokens[mask].astype(np.int8))),
             "text": pa.array(["".join(row[:k]) for row, k in zip(chars, data.lengths)], pa.string()),
-            "h": _vectors(final_states(model, data, device, batch_size)),
+            "h": vector_column(final_states(model, data, device, batch_size)),
         }))
     return pa.concat_tables(parts)
 
@@ -234,8 +194,42 @@ def read_states(path, split: str, max_length: int | None = None) -> tuple[np.nda
     h = vectors(table, "h")
     bad = ~np.isfinite(h)
     if bad.any():
-        from onion.runtime import NonFiniteError
         raise NonFiniteError(f"{path}: {int(bad.sum())} NaN/Inf values in the {split!r} states "
                              f"({int(bad.any(1).sum())} of {len(h)} rows); re-extract them "
                              "(extract_final_states) from a finite model")
     return h, SequenceSet(tokens, lengths), keys
+
+
+def run_extract_trajectories(model_path, valid_path, out, variant: str, size: int, seed: int,
+                             data: DataConfig, cfg: ExtractConfig, device) -> None:
+    """The extract_trajectories job: trajectories of the fixed texts and the first validation
+    sequences to Parquet."""
+    began = time.perf_counter()
+    model = load_model(model_path, device, variant, size)
+    valid = read_sequences(valid_path, data.max_length)
+    examples = trajectory_examples(cfg, valid, data.n_symbols)
+    table = trajectories_table(model, examples, variant, size, seed)
+    write_parquet(table, out)
+    log(f"wrote {table.num_rows} steps of {len(examples)} examples to {out} "
+        f"({Path(out).stat().st_size / 1e6:.2f} MB, {time.perf_counter() - began:.1f} s)")
+
+
+def run_extract_states(model_path, train_path, valid_path, out, variant: str, size: int, seed: int,
+                       data: DataConfig, cfg: ExtractConfig, device) -> None:
+    """The extract_final_states job: final states of the first cfg.n_train_states training
+    sequences and of the validation set to Parquet; NaN/Inf states stop it, writing nothing."""
+    began = time.perf_counter()
+    model = load_model(model_path, device, variant, size)
+    train = read_sequences(train_path, data.max_length)
+    if cfg.n_train_states > len(train):
+        log(f"extract.n_train_states={cfg.n_train_states} exceeds the {len(train)} sequences of "
+            f"{train_path}: using all of them")
+    train = SequenceSet(train.tokens[:cfg.n_train_states], train.lengths[:cfg.n_train_states])
+    valid = read_sequences(valid_path, data.max_length)
+    table = states_table(model, {"train": train, "valid": valid}, device, variant, size, seed,
+                         cfg.batch_size)
+    if not np.isfinite(vectors(table, "h")).all():
+        raise NonFiniteError(f"{model_path}: the model produced NaN/Inf final states; nothing written")
+    write_parquet(table, out)
+    log(f"wrote final states of {len(train)} train and {len(valid)} valid sequences to {out} "
+        f"({Path(out).stat().st_size / 1e6:.2f} MB, {time.perf_counter() - began:.1f} s)")

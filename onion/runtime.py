@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-import time
-
 import torch
+
+from onion.log import log
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -50,7 +49,7 @@ def claim_gpu(n_gpus: int, directory=None) -> tuple[int, int]:
     when the process ends, however it ends) and return (slot, GPU index = slot mod n_gpus).
 
     So k concurrent jobs spread over the GPUs round-robin, k / n_gpus to a GPU; how many run at
-    once is the scheduler's choice (Snakemake: --resources gpu=k).
+    once is the scheduler's choice (Snakemake: --resources gpu_slots=k, README: GPUs).
     """
     import fcntl
     import os
@@ -89,66 +88,8 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def log(message: str) -> None:
-    """One timestamped, flushed progress line on stderr (the job's log)."""
-    import sys
-    print(time.strftime("%H:%M:%S"), message, file=sys.stderr, flush=True)
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 class NonFiniteError(RuntimeError):
     """A loss, a parameter or a stored state is NaN or infinite: the job stops, writing nothing."""
-
-
-class Progress:
-    """Periodic 'step, loss, speed, ETA' lines for a loop of `total` steps.
-
-    Losses are summed on their device and read back only at log steps and at `check()`, so the loop
-    never waits for the GPU in between. A non-finite loss stops the loop with NonFiniteError naming
-    the steps and `cause`, the likely reason.
-    """
-
-    def __init__(self, total: int, start: int = 0, every: int = 500, label: str = "step",
-                 cause: str = "the learning rate may be too high"):
-        self.total, self.every, self.label, self.cause = total, every, label, cause
-        self.last_step, self.last_time = start, time.perf_counter()
-        self.checked_step = start  # losses of steps after this one are not yet checked
-        self.loss_sum, self.count, self.pending = None, 0, None  # window since the last log line
-
-    def update(self, step: int, loss, extra: str = "") -> None:
-        """Call after finishing `step` (1-based count of steps done) with its loss (a tensor or a
-        float); logs, and checks the losses, every `every` steps and at the last step."""
-        loss = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
-        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
-        self.pending = self.loss_sum
-        self.count += 1
-        if step % self.every and step != self.total:
-            return
-        mean_loss = self.check(step)
-        now = time.perf_counter()
-        speed = (step - self.last_step) / max(now - self.last_time, 1e-9)
-        eta = (self.total - step) / max(speed, 1e-9)
-        log(f"{self.label} {step}/{self.total} loss {mean_loss:.4f} | {speed:.1f} steps/s | "
-            f"ETA {format_duration(eta)}{' | ' + extra if extra else ''}")
-        self.last_step, self.last_time, self.loss_sum, self.count = step, now, None, 0
-
-    def check(self, step: int) -> float:
-        """Read the losses back (one host-device synchronisation); raise NonFiniteError if any
-        since the last check is NaN or infinite. Call before saving a checkpoint.
-        Returns the mean loss of the current window."""
-        if self.pending is None:
-            return float("nan")
-        total = float(self.pending)
-        if not math.isfinite(total):
-            steps = f"{step}" if step - self.checked_step <= 1 else f"{self.checked_step + 1}-{step}"
-            raise NonFiniteError(f"{self.label} {steps}/{self.total}: the loss is {total}; {self.cause}")
-        self.checked_step, self.pending = step, None
-        return total / max(self.count, 1)
 
 
 def fingerprint(*arrays) -> str:
@@ -169,45 +110,3 @@ def fingerprint(*arrays) -> str:
 def module_fingerprint(module: torch.nn.Module) -> str:
     """A content hash of a module's weights and buffers."""
     return fingerprint(*module.state_dict().values())
-
-
-def save_checkpoint(path, state: dict) -> None:
-    """Write a training checkpoint atomically (a killed write never looks complete)."""
-    from pathlib import Path
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def resume(path, identity: dict, device, module, optimizer, key: str, total: int) -> dict | None:
-    """Restore `module` (saved under `key`) and `optimizer` from a matching checkpoint at `path`.
-
-    Returns the checkpoint (its "step" is where to continue), or None to start from step 0.
-    """
-    state = load_checkpoint(path, identity, device) if path else None
-    if state is not None:
-        module.load_state_dict(state[key])
-        optimizer.load_state_dict(state["optimizer"])
-        log(f"resuming from checkpoint {path} at step {state['step']}/{total}")
-    return state
-
-
-def load_checkpoint(path, identity: dict, device) -> dict | None:
-    """The checkpoint at `path` if it exists and was made for the same `identity`, else None."""
-    from pathlib import Path
-    if not Path(path).exists():
-        return None
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:
-        log(f"ignoring unreadable checkpoint {path}: {err}")
-        return None
-    saved = state.get("identity") or {}
-    if saved != identity:
-        differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
-        log(f"starting over: checkpoint {path} was made from other inputs or settings "
-            f"({', '.join(differ)} differ)")
-        return None
-    return state

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-from onion.config import TrainConfig
-from onion.data import SequenceSet
+from onion.config import DataConfig, TrainConfig
+from onion.data import SequenceSet, read_sequences
 from onion.evaluation import evaluate_model
-from onion.model import RepeatRNN
-from onion.runtime import Progress, fingerprint, resume, save_checkpoint, synchronize
+from onion.files import write_json
+from onion.log import log
+from onion.loop import optimise
+from onion.model import RepeatRNN, save_model
+from onion.runtime import fingerprint
 
 
 @functools.lru_cache(maxsize=2)
@@ -135,37 +138,51 @@ def train_model(model: RepeatRNN, train: SequenceSet, valid: SequenceSet, cfg: T
     """Train `model` in place for cfg.steps steps; resume from `checkpoint_path` when it matches.
 
     `stop_after` ends the loop early (after that many steps in total) as if the job were killed:
-    used to test resumption. Returns the training record (losses, timing, resumed_from).
+    used to test resumption. Returns the training record (onion.loop.optimise).
     """
     model.to(device).train()
     optimizer = make_optimizer(model.parameters(), cfg)
     identity = {"model": model.hyperparameters(), "train": dataclasses.asdict(cfg), "seed": seed,
                 "training data": fingerprint(train.tokens, train.lengths)}
-    state = resume(checkpoint_path, identity, device, model, optimizer, "model", cfg.steps)
-    start = state["step"] if state else 0
-    batches = packed_batches(model, train, device)
-    progress = Progress(cfg.steps, start=start, every=cfg.log_every, label="training step",
-                        cause="train.lr may be too high, or the training data are corrupt")
-    began = time.perf_counter()
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    loss = None
-    for step in range(start, end):
-        loss = train_step(model, optimizer, *batches(batch_indices(step, cfg.batch_size, len(train), seed)))
-        done = step + 1
-        extra = ""
-        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
-            extra = f"valid exact match {evaluate_model(model, valid, device)['exact_match']:.3f}"
-            model.train()
-        progress.update(done, loss, extra)
-        if checkpoint_path and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
-                and done != cfg.steps:
-            progress.check(done)  # never checkpoint a diverged model
-            save_checkpoint(checkpoint_path, {"identity": identity, "step": done,
-                                              "model": model.state_dict(),
-                                              "optimizer": optimizer.state_dict()})
-    synchronize(device)  # the clock counts the queued GPU work too
-    seconds = time.perf_counter() - began
+    packed = packed_batches(model, train, device)
+
+    def batches(start: int, end: int):
+        return ((step, packed(batch_indices(step, cfg.batch_size, len(train), seed)))
+                for step in range(start, end))
+
+    def evaluate(done: int) -> str:
+        if not cfg.eval_every or done % cfg.eval_every or done == cfg.steps:
+            return ""
+        accuracy = evaluate_model(model, valid, device)["exact_match"]
+        model.train()
+        return f"valid exact match {accuracy:.3f}"
+
+    record = optimise(model, optimizer, cfg, lambda step, batch: train_step(model, optimizer, *batch),
+                      batches, key="model", identity=identity, device=device, label="training step",
+                      cause="train.lr may be too high, or the training data are corrupt",
+                      checkpoint_path=checkpoint_path, stop_after=stop_after, after_step=evaluate)
     model.eval()
-    return {"steps": cfg.steps, "resumed_from": start, "steps_this_run": end - start,
-            "seconds_this_run": seconds, "steps_per_second": (end - start) / max(seconds, 1e-9),
-            "final_loss": float(loss) if loss is not None else None, "finished": end == cfg.steps}
+    return record
+
+
+def run_training(cell: str, variant: str, size: int, seed: int, data: DataConfig, cfg: TrainConfig,
+                 train_path, valid_path, model_path, metrics_path, device, checkpoint=None) -> dict:
+    """The train_model job: train one repeat model from the datasets on disk, evaluate it on the
+    validation set, write model.pt and metrics.json, and remove the finished run's checkpoint."""
+    train = read_sequences(train_path, data.max_length)
+    valid = read_sequences(valid_path, data.max_length)
+    log(f"training {variant} {cell} N={size} seed={seed} on {device} "
+        f"({torch.get_num_threads()} threads): {cfg}")
+    torch.manual_seed(seed)
+    model = RepeatRNN(data.n_symbols, size, variant, cell)
+    record = train_model(model, train, valid, cfg, seed, device, checkpoint)
+    metrics = evaluate_model(model, valid, device)
+    log(f"validation exact match {metrics['exact_match']:.4f} "
+        f"({record['steps_per_second']:.1f} steps/s this run)")
+    save_model(model, model_path)
+    write_json(metrics_path, {"variant": variant, "cell": cell, "size": size, "seed": seed,
+                              "device": str(device), **metrics, "training": record,
+                              "config": dataclasses.asdict(cfg)})
+    if checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)
+    return metrics

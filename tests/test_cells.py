@@ -10,10 +10,12 @@ import torch
 
 from onion.config import DataConfig, TrainConfig
 from onion.data import SequenceSet, encode_text, make_datasets
-from onion.extract import GATES, read_states, states_table, trajectories_table, trajectory, vectors
+from onion.extract import read_states, states_table, trajectories_table, trajectory
+from onion.files import vectors
 from onion.files import write_parquet
 from onion.interventions import InterventionConfig, parameter_table, train_intervention
-from onion.model import CELLS, RepeatRNN, load_model, save_model
+from onion.model import GATES, RepeatRNN, load_model, save_model
+from onion.names import CELLS
 from onion.probes import ProbeConfig, train_probe
 from onion.training import train_model
 
@@ -158,7 +160,7 @@ def _results(cell, seed, base, uni, bi, onion, linear_probe, onion_probe):
 def test_onion_signature_verdicts_by_the_papers_bands(tmp_path):
     import pandas as pd
 
-    from onion.cells import ABSENT, PRESENT, cells_table, signature, write_cells_table
+    from onion.report.cell_comparison import ABSENT, PRESENT, cells_table, signature, write_cells_table
     parts = [_results("gru", s, 0.95, 0.0, 0.01, 0.85, 0.01, 0.93) for s in (0, 1)]  # the paper's GRU
     parts += [_results("rnn_tanh", s, 0.96, 0.95, 0.97, 0.5, 0.9, 0.99) for s in (0, 1)]  # linear storage
     parts += [_results("lstm", s, 0.30, 0.0, 0.0, 0.1, 0.0, 0.1) for s in (0, 1)]  # did not learn

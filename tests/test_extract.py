@@ -7,8 +7,8 @@ import torch
 
 from onion.data import encode_text, sos_token
 from onion.extract import (ExtractConfig, final_states, read_states, states_table, trajectories_table,
-                           trajectory, trajectory_examples, vectors)
-from onion.files import write_parquet
+                           trajectory, trajectory_examples)
+from onion.files import vectors, write_parquet
 from onion.model import RepeatRNN
 from onion.toymodels import SlotModel
 
@@ -132,7 +132,7 @@ def test_read_states_rejects_wrong_file(tmp_path):
 
 
 def test_figures_from_parquet_and_json(tmp_path):
-    from onion import figures
+    from onion.report import figures
     paths = []
     for size in (8, 12):
         path = tmp_path / f"traj{size}.parquet"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from onion import gpu_check
+from onion import benchmark, gpu_check
 from onion.runtime import claim_gpu, release_gpu_slots
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_gpu_check_scaled_down_on_cpu(tmp_path):
     out = tmp_path / "gpu-check.json"
     result = gpu_check.run("cpu", sizes=[8], steps=3, jobs=[1, 2], concurrency_size=8,
-                           concurrency_steps=10, startup_seconds=6.0, out=str(out),
+                           concurrency_steps=10, startup_seconds=1.0, out=str(out),
                            config_path=str(REPO / "config.yaml"))
     assert result["passed"] and json.loads(out.read_text())["passed"]
     loops = {(r["loop"], r["kind"]) for r in result["agreement"]}
@@ -34,22 +34,22 @@ def test_gpu_check_scaled_down_on_cpu(tmp_path):
 
 def test_wall_time_simulation_known_answers():
     # one model: training 1, two analyses of 1 each
-    assert gpu_check.simulate_wall_time([(1.0, [1.0, 1.0])], workers=1) == 3.0
-    assert gpu_check.simulate_wall_time([(1.0, [1.0, 1.0])], workers=2) == 2.0
+    assert benchmark.simulate_wall_time([(1.0, [1.0, 1.0])], workers=1) == 3.0
+    assert benchmark.simulate_wall_time([(1.0, [1.0, 1.0])], workers=2) == 2.0
     # two models on two slots: A trains 0-2 then analyses 2-3; B trains 0-1 then analyses 1-4
-    assert gpu_check.simulate_wall_time([(2.0, [1.0]), (1.0, [3.0])], workers=2) == 4.0
+    assert benchmark.simulate_wall_time([(2.0, [1.0]), (1.0, [3.0])], workers=2) == 4.0
 
 
 def test_speed_interpolation_and_extrapolation():
     speeds = [{"loop": "train", "kind": "model", "size": 64, "steps_per_second": 100.0},
               {"loop": "train", "kind": "model", "size": 256, "steps_per_second": 25.0}]
-    assert gpu_check.speed_at(speeds, "train", "model", 128) == pytest.approx(50.0)  # log-log
-    assert gpu_check.speed_at(speeds, "train", "model", 512) == pytest.approx(25.0 / 4)  # N^-2
-    assert gpu_check.speed_at(speeds, "train", "model", 48) == pytest.approx(100.0)  # held
+    assert benchmark.speed_at(speeds, "train", "model", 128) == pytest.approx(50.0)  # log-log
+    assert benchmark.speed_at(speeds, "train", "model", 512) == pytest.approx(25.0 / 4)  # N^-2
+    assert benchmark.speed_at(speeds, "train", "model", 48) == pytest.approx(100.0)  # held
 
 
 def test_paper_grid_is_read_from_the_config():
-    models, steps = gpu_check.paper_grid(str(REPO / "config.yaml"))
+    models, steps = benchmark.paper_grid(str(REPO / "config.yaml"))
     assert len(models) == 60 and {s for _, s, _ in models} == {48, 64, 128, 256, 512, 1024}
     assert steps == {"train": 40000, "intervention": 60000, "probe": 60000}
 
@@ -76,6 +76,6 @@ def test_gpu_check_needs_no_package_beyond_a_pytorch_image():
     """A GPU machine's image has torch, numpy, pyarrow and yaml, but not jsonschema or snakemake."""
     code = ("import sys; sys.modules['jsonschema'] = None; sys.modules['snakemake'] = None; "
             "from onion import gpu_check; "
-            f"print(len(gpu_check.paper_grid({str(REPO / 'config.yaml')!r})[0]))")
+            f"print(len(benchmark.paper_grid({str(REPO / 'config.yaml')!r})[0]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "60", result.stderr[-2000:]

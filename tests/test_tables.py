@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from onion import paper
-from onion.tables import read_metrics, summarize, wide
+from onion.report import paper
+from onion.report.tables import read_metrics, summarize, wide
 
 
 def test_mean_sd_and_paper_cells():

@@ -5,6 +5,8 @@ import sys
 
 from snakemake.utils import validate
 
+from onion.names import CELLS as CELL_NAMES, INTERVENTION_KINDS, PROBE_KINDS, VARIANTS
+
 
 def check_config(config, schema_path):
     """Stop before any job with one line per problem, each naming its config key."""
@@ -76,8 +78,8 @@ def warn_of_retraining():
 
 
 wildcard_constraints:
-    cell="gru|lstm|rnn_tanh",
-    variant="autoregressive|no_input",
+    cell="|".join(CELL_NAMES),
+    variant="|".join(VARIANTS),
     size=r"\d+",
     seed=r"\d+",
 
@@ -165,9 +167,6 @@ def shared_gpu(wildcards):
     return "gpu:1" if uses_cuda() else None
 
 
-INTERVENTION_KINDS = ["linear_unigram", "linear_bigram", "onion", "onion_control"]
-
-
 def intervention_paths(ext, kinds=None, cells=None):
     """Every intervention output with extension `ext` (json or parquet) over the grid."""
     return [
@@ -175,9 +174,6 @@ def intervention_paths(ext, kinds=None, cells=None):
         for kind in kinds or INTERVENTION_KINDS
         for path in grid_paths(f"data/analyses/{MODEL_KEY}/intervention-{kind}.{ext}", cells=cells)
     ]
-
-
-PROBE_KINDS = ["linear", "mlp", "onion", "gru_autoregressive", "gru_no_input"]
 
 
 def probe_paths(ext, kinds=None, variants=None, sizes=None, cells=None):

@@ -8,51 +8,47 @@ with teacher forcing. Evaluation is exact match of greedy decoding from the inte
 from __future__ import annotations
 
 import dataclasses
-import time
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from onion.counterfactuals import (KINDS, Counterfactuals, make_counterfactuals, n_variables,
-                                   step_generator)
-from onion.das import LinearDAS
-from onion.data import SequenceSet
+from onion.config import DataConfig, OptimConfig
+from onion.data import SequenceSet, read_sequences
 from onion.evaluation import accuracy_summary
-from onion.onion_intervention import OnionIntervention
-from onion.runtime import Progress, fingerprint, resume, save_checkpoint, synchronize
+from onion.files import write_json, write_parquet
+from onion.interventions.counterfactuals import (Counterfactuals, make_counterfactuals, n_variables,
+                                                 step_generator)
+from onion.interventions.das import LinearDAS
+from onion.interventions.onion_intervention import OnionIntervention
+from onion.log import log
+from onion.loop import each_step, optimise
+from onion.model import load_model
+from onion.names import INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS
+from onion.runtime import fingerprint
 from onion.training import make_optimizer, sequence_loss
 
 
 @dataclasses.dataclass(frozen=True)
-class InterventionConfig:
+class InterventionConfig(OptimConfig):
     """Optimisation of one intervention (authors: 60,000 steps, batch 256, AdamW lr 1e-3, wd 0.1)."""
 
-    steps: int = 60_000
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.999)
-    checkpoint_every: int = 2_000
-    log_every: int = 1_000
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("interventions.steps and interventions.batch_size must be positive")
+    section: ClassVar[str] = "interventions"
 
 
 def make_intervention(kind: str, n_symbols: int, hidden_size: int, max_length: int) -> torch.nn.Module:
-    if kind in ("linear_unigram", "linear_bigram"):
+    if kind in LINEAR_INTERVENTION_KINDS:
         return LinearDAS(hidden_size, n_variables(kind, max_length))
     if kind in ("onion", "onion_control"):
         return OnionIntervention(n_symbols, hidden_size, control=kind == "onion_control")
-    raise ValueError(f"unknown intervention kind {kind!r}; expected one of {KINDS}")
+    raise ValueError(f"unknown intervention kind {kind!r}; expected one of {INTERVENTION_KINDS}")
 
 
 def targets_for(kind: str, data: SequenceSet, das_length: int | None) -> SequenceSet:
     """The target sequences an intervention trains on: linear DAS only those of length `das_length`
     (the authors' code: 9; None = all), the onion kinds all of them."""
-    if kind.startswith("linear") and das_length is not None:
+    if kind in LINEAR_INTERVENTION_KINDS and das_length is not None:
         keep = data.lengths == das_length
         if not keep.any():
             raise ValueError(f"no sequences of length {das_length} (data.das_length)")
@@ -101,42 +97,26 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
                 "model": getattr(model, "hyperparameters", lambda: type(model).__name__)(),
                 "model weights": fingerprint(*before.values()),
                 "training targets": fingerprint(targets.tokens, targets.lengths)}
-    state = resume(checkpoint_path, identity, device, intervention, optimizer, "intervention", cfg.steps)
-    start = state["step"] if state else 0
     # cuDNN's GRU backward needs train mode; the repeat models have no dropout, so it changes nothing
     model.train()
     intervention.train()
     tokens = torch.as_tensor(targets.tokens, device=device)  # [n, T], on the device once
     lengths = torch.as_tensor(targets.lengths, device=device)  # [n]
-    progress = Progress(cfg.steps, start=start, every=cfg.log_every, label=f"{kind} intervention step",
-                        cause="interventions.lr may be too high")
-    began, end = time.perf_counter(), cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    loss = None
-    for step in range(start, end):
-        loss = intervention_step(model, intervention, optimizer, kind, tokens, lengths,
+
+    def update(step: int, _) -> torch.Tensor:
+        return intervention_step(model, intervention, optimizer, kind, tokens, lengths,
                                  cfg.batch_size, seed, step)
-        done = step + 1
-        progress.update(done, loss)
-        # the last step is checkpointed too: a group job retried whole (profiles/slurm) then
-        # finishes this analysis at once instead of starting it over
-        if checkpoint_path and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
-                                or done == cfg.steps):
-            progress.check(done)  # never checkpoint a diverged intervention
-            save_checkpoint(checkpoint_path, {"identity": identity, "step": done,
-                                              "intervention": intervention.state_dict(),
-                                              "optimizer": optimizer.state_dict()})
+
+    record = optimise(intervention, optimizer, cfg, update, each_step, key="intervention",
+                      identity=identity, device=device, label=f"{kind} intervention step",
+                      cause="interventions.lr may be too high", checkpoint_path=checkpoint_path,
+                      stop_after=stop_after)
     model.eval()
     intervention.eval()
     after = model.state_dict()
     if any(not torch.equal(before[k], after[k]) for k in before):
         raise RuntimeError("the frozen model changed while training an intervention")
-    synchronize(device)  # the clock counts the queued GPU work too
-    seconds = time.perf_counter() - began
-    return intervention, {"steps": cfg.steps, "resumed_from": start, "steps_this_run": end - start,
-                          "seconds_this_run": seconds,
-                          "steps_per_second": (end - start) / max(seconds, 1e-9),
-                          "final_loss": float(loss.detach()) if loss is not None else None,
-                          "finished": end == cfg.steps}
+    return intervention, record
 
 
 def eval_counterfactuals(kind: str, valid: SequenceSet, seed: int, n_symbols: int) -> Counterfactuals:
@@ -206,19 +186,29 @@ def parameter_table(intervention, kind: str, variant: str, size: int, seed: int,
                                 schema=schema)
 
 
-def onion_scale_magnitudes(params, max_length: int):
-    """Mean over channels of |s_j| for j = 0..max_length-1, per (variant, cell, size, seed, kind)
-    row group (files without a cell column are from GRUs).
-
-    params: a DataFrame of onion parameter rows -> DataFrame with columns variant, cell, size, seed,
-    kind, position, scale."""
-    import pandas as pd
-    if "cell" not in params:
-        params = params.assign(cell="gru")
-    keys = ["variant", "cell", "size", "seed", "kind"]
-    rows = []
-    for key, group in params.groupby(keys):
-        for j in range(max_length):
-            s = group["g"] * group["gamma"] ** j + group["beta"] * j + group["b"]
-            rows.append({**dict(zip(keys, key)), "position": j, "scale": float(s.abs().mean())})
-    return pd.DataFrame(rows)
+def run_intervention(kind: str, variant: str, size: int, seed: int, data: DataConfig,
+                     cfg: InterventionConfig, model_path, train_path, valid_path, das_valid_path,
+                     out, parameters_path, device, checkpoint=None) -> dict:
+    """The train_intervention job: train a `kind` intervention on the frozen model and score it
+    on held-out counterfactuals. Linear DAS trains on the length-data.das_length training targets
+    and is scored on its own validation set (the authors' dedicated length-9 set, another seed);
+    the onion kinds train on all training targets and are scored on the validation set."""
+    linear = kind in LINEAR_INTERVENTION_KINDS
+    if linear and not das_valid_path:
+        raise ValueError(f"--das-valid-data is required for the {kind} intervention")
+    model = load_model(model_path, device, variant, size)
+    train = read_sequences(train_path, data.max_length)
+    valid = read_sequences(das_valid_path if linear else valid_path, data.max_length)
+    log(f"training the {kind} intervention on {variant} N={size} seed={seed} "
+        f"on {device} ({torch.get_num_threads()} threads): {cfg}")
+    intervention, record = train_intervention(model, kind, train, cfg, seed, device, data.max_length,
+                                              checkpoint, das_length=data.das_length if linear else None)
+    metrics = evaluate_intervention(model, intervention, eval_counterfactuals(kind, valid, seed, data.n_symbols),
+                                    device)
+    log(f"{kind}: exact match {metrics['exact_match']:.4f} on {metrics['n']} held-out "
+        f"counterfactuals ({record['steps_per_second']:.1f} steps/s this run)")
+    write_parquet(parameter_table(intervention, kind, variant, size, seed, model.cell), parameters_path)
+    write_json(out, {"variant": variant, "cell": model.cell, "size": size, "seed": seed, "kind": kind,
+                     "steps": cfg.steps, "lr": cfg.lr, "device": str(device), **metrics,
+                     "config": dataclasses.asdict(cfg), "training": record})
+    return metrics

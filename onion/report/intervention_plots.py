@@ -1,4 +1,5 @@
-"""Figures of learned intervention parameters: the onion scale per position, the DAS dimension budget."""
+"""Figures of learned intervention parameters: the onion scale per position, the DAS dimension budget.
+Torch-free."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from onion.interventions import onion_scale_magnitudes  # noqa: E402
+from onion.names import LINEAR_INTERVENTION_KINDS  # noqa: E402
 
 
 def read_parameters(paths) -> pd.DataFrame:
@@ -21,6 +22,23 @@ def read_parameters(paths) -> pd.DataFrame:
         except Exception as err:
             raise ValueError(f"{path}: unreadable intervention parameter file ({err})") from err
     return pd.concat(frames, ignore_index=True)
+
+
+def onion_scale_magnitudes(params, max_length: int):
+    """Mean over channels of |s_j| for j = 0..max_length-1, per (variant, cell, size, seed, kind)
+    row group (files without a cell column are from GRUs).
+
+    params: a DataFrame of onion parameter rows -> DataFrame with columns variant, cell, size, seed,
+    kind, position, scale."""
+    if "cell" not in params:
+        params = params.assign(cell="gru")
+    keys = ["variant", "cell", "size", "seed", "kind"]
+    rows = []
+    for key, group in params.groupby(keys):
+        for j in range(max_length):
+            s = group["g"] * group["gamma"] ** j + group["beta"] * j + group["b"]
+            rows.append({**dict(zip(keys, key)), "position": j, "scale": float(s.abs().mean())})
+    return pd.DataFrame(rows)
 
 
 def _save(fig, out) -> None:
@@ -62,11 +80,11 @@ def plot_das_budget(paths, out, max_length: int = 9) -> None:
     """Rotated dimensions assigned to each position (unigram) or bigram, mean over seeds;
     one panel per (variant, kind), one bar per size; the last group is 'unassigned'."""
     params = read_parameters(paths)
-    params = params[params["kind"].isin(["linear_unigram", "linear_bigram"])]
+    params = params[params["kind"].isin(LINEAR_INTERVENTION_KINDS)]
     if params.empty:
         raise ValueError("no linear intervention parameters among the inputs")
     variants = sorted(params["variant"].unique())
-    kinds = [k for k in ("linear_unigram", "linear_bigram") if k in set(params["kind"])]
+    kinds = [k for k in LINEAR_INTERVENTION_KINDS if k in set(params["kind"])]
     fig, axes = plt.subplots(len(variants), len(kinds), figsize=(5 * len(kinds), 3.5 * len(variants)),
                              squeeze=False)
     for ax, (variant, kind) in zip(axes.flat, [(v, k) for v in variants for k in kinds]):
@@ -87,3 +105,14 @@ def plot_das_budget(paths, out, max_length: int = 9) -> None:
         ax.set_title(f"{kind.replace('_', ' ')} DAS, {variant}")
         ax.legend()
     _save(fig, out)
+
+
+def run_figure_interventions(figure: str, parameters: list, out, max_length: int = 9) -> None:
+    """The onion scales per decoder variant ("onion-scales") or per recurrent cell
+    ("onion-scales-cells"), or the DAS dimension budget ("das-budget")."""
+    from onion.log import log
+    if figure == "onion-scales-cells":
+        plot_onion_scales(parameters, out, max_length, panels="cell")
+    else:
+        {"onion-scales": plot_onion_scales, "das-budget": plot_das_budget}[figure](parameters, out, max_length)
+    log(f"wrote {out}")

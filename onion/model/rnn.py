@@ -13,20 +13,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from onion.data import no_input_token, sos_token
-
-VARIANTS = ("autoregressive", "no_input")
-CELLS = ("gru", "lstm", "rnn_tanh")
-
-
-def make_cell(cell: str, size: int) -> nn.Module:
-    """One batch-first recurrent layer of `size` units from torch.nn (library kernels on CPU and CUDA)."""
-    if cell == "gru":
-        return nn.GRU(size, size, batch_first=True)
-    if cell == "lstm":
-        return nn.LSTM(size, size, batch_first=True)
-    if cell == "rnn_tanh":
-        return nn.RNN(size, size, nonlinearity="tanh", batch_first=True)
-    raise ValueError(f"unknown cell {cell!r}; expected one of {CELLS}")
+from onion.files import atomic_path
+from onion.model.cells import make_cell
+from onion.names import VARIANTS
+from onion.runtime import NonFiniteError
 
 
 class RepeatRNN(nn.Module):
@@ -129,7 +119,6 @@ class RepeatRNN(nn.Module):
 
 def check_finite(tensors: dict, what: str) -> None:
     """Raise NonFiniteError naming every tensor of `tensors` that holds NaN or Inf."""
-    from onion.runtime import NonFiniteError
     bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise NonFiniteError(f"{what}: NaN or Inf in {', '.join(bad)}")
@@ -139,17 +128,15 @@ def save_model(model: RepeatRNN, path, extra: dict | None = None) -> None:
     """Save weights and hyperparameters (atomically) so load_model needs nothing else; refuses
     non-finite weights."""
     check_finite(model.state_dict(), f"{path}: model weights")
-    from pathlib import Path
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"hyperparameters": model.hyperparameters(), "state_dict": model.state_dict(),
-                "extra": extra or {}}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"hyperparameters": model.hyperparameters(), "state_dict": model.state_dict(),
+                    "extra": extra or {}}, tmp)
 
 
-def load_model(path, device: str | torch.device = "cpu") -> RepeatRNN:
-    """Load a model saved by save_model, frozen (eval mode, no gradients)."""
+def load_model(path, device: str | torch.device = "cpu", variant: str | None = None,
+               size: int | None = None) -> RepeatRNN:
+    """Load a model saved by save_model, frozen (eval mode, no gradients); when `variant` or `size`
+    is given, a model of another variant or size is an error that names the file."""
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
         model = RepeatRNN(**blob["hyperparameters"])  # files from before `cell` existed: a GRU
@@ -161,6 +148,9 @@ def load_model(path, device: str | torch.device = "cpu") -> RepeatRNN:
             else f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
         raise ValueError(f"{path}: not a readable onion model ({reason}); "
                          "delete it and rerun its train_model job") from err
+    if (variant or model.variant, size or model.hidden_size) != (model.variant, model.hidden_size):
+        raise ValueError(f"{path}: a {model.variant} N={model.hidden_size} model, "
+                         f"not {variant} N={size}")
     check_finite(model.state_dict(), f"{path}: model weights")
     model.to(device).eval()
     for p in model.parameters():

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from onion import paper
-from onion.summary import margin
-
-INTERVENTIONS = ("linear_unigram", "linear_bigram", "onion", "onion_control")
-PROBES = ("linear", "mlp", "onion", "gru_autoregressive", "gru_no_input")
+from onion.log import log
+from onion.names import INTERVENTION_KINDS, PROBE_KINDS
+from onion.report import paper
+from onion.report.summary import margin
+from onion.report.tables import read_metrics, to_latex, to_markdown
 # (table, kind, direction) of the signature
 SIGNATURE = [("intervention", "linear_unigram", "low"), ("intervention", "linear_bigram", "low"),
              ("probe", "linear", "low"), ("intervention", "onion", "high"), ("probe", "onion", "high")]
@@ -36,7 +36,7 @@ def cells_table(base: pd.DataFrame, interventions: pd.DataFrame, probes: pd.Data
     parts += [_with_cell(interventions).assign(method="intervention " + interventions["kind"])]
     parts += [_with_cell(probes).assign(method="probe " + probes["kind"])]
     rows = pd.concat([p[["cell", "variant", "size", "seed", "method", "exact_match"]] for p in parts])
-    order = ["base"] + [f"intervention {k}" for k in INTERVENTIONS] + [f"probe {k}" for k in PROBES]
+    order = ["base"] + [f"intervention {k}" for k in INTERVENTION_KINDS] + [f"probe {k}" for k in PROBE_KINDS]
     grouped = rows.sort_values("seed").groupby(["cell", "variant", "size", "method"])["exact_match"]
     table = grouped.agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else float("nan"),
                         seeds="count").reset_index()
@@ -48,7 +48,7 @@ def cells_table(base: pd.DataFrame, interventions: pd.DataFrame, probes: pd.Data
     return table.sort_values(["cell", "variant", "method", "size"]).reset_index(drop=True)
 
 
-def _paper_cell(method: str, variant: str, size: int):
+def _paper_entry(method: str, variant: str, size: int):
     table, kind = method.split(" ", 1) if " " in method else ("base", method)
     if table == "base":
         return paper.BASE_ACCURACY.get(variant, {}).get(size)
@@ -63,22 +63,22 @@ def signature(table: pd.DataFrame) -> list[dict]:
     for (cell, variant, size), group in table.groupby(["cell", "variant", "size"]):
         means = dict(zip(group["method"].astype(str), group["mean"]))
         lines, results = [], []
-        base_cell = _paper_cell("base", variant, int(size))
-        if base_cell is None:
+        base_entry = _paper_entry("base", variant, int(size))
+        if base_entry is None:
             verdicts.append({"cell": cell, "variant": variant, "size": int(size), "verdict": NOT_JUDGED,
                              "evidence": [f"the paper has no N = {size}"]})
             continue
-        base_limit = base_cell[0] - margin(base_cell[1])
+        base_limit = base_entry[0] - margin(base_entry[1])
         learned = means.get("base", float("nan")) >= base_limit
         lines.append(f"base accuracy {means.get('base', float('nan')):.2f}, needs ≥ {base_limit:.2f} "
                      f"{'✓' if learned else '✗'}")
         for kind_table, kind, direction in SIGNATURE:
             method = f"{kind_table} {kind}"
-            cell_paper = _paper_cell(method, variant, int(size))
-            if method not in means or cell_paper is None:
+            entry = _paper_entry(method, variant, int(size))
+            if method not in means or entry is None:
                 continue
             sign = -1 if direction == "high" else 1
-            limit = cell_paper[0] + sign * margin(cell_paper[1])
+            limit = entry[0] + sign * margin(entry[1])
             ok = means[method] >= limit if direction == "high" else means[method] <= limit
             results.append(ok)
             lines.append(f"{method} {means[method]:.2f}, {direction}: needs {'≥' if direction == 'high' else '≤'} "
@@ -105,11 +105,10 @@ def signature_markdown(verdicts: list[dict]) -> str:
 
 def write_cells_table(table: pd.DataFrame, md, csv, tex) -> None:
     """CSV: the tidy table; Markdown and LaTeX: rows (cell, variant, method), columns N."""
-    from onion.tables import to_latex, to_markdown
     table.to_csv(csv, index=False, float_format="%.4f")
-    cells = table.assign(value=[f"{m:.2f}" + (f" ± {s:.2f}" if k > 1 and s == s else "")
+    formatted = table.assign(value=[f"{m:.2f}" + (f" ± {s:.2f}" if k > 1 and s == s else "")
                                 for m, s, k in zip(table["mean"], table["sd"], table["seeds"])])
-    wide = cells.pivot_table(index=["cell", "variant", "method"], columns="size", values="value",
+    wide = formatted.pivot_table(index=["cell", "variant", "method"], columns="size", values="value",
                              aggfunc="first", observed=True).fillna("")
     wide.columns = [f"N={c}" for c in wide.columns]
     wide = wide.reset_index()
@@ -118,3 +117,14 @@ def write_cells_table(table: pd.DataFrame, md, csv, tex) -> None:
         "Cells: ours, mean ± s.d. over seeds (the paper's value in brackets).",
         "Per-seed values in the CSV. The state is h (GRU, tanh RNN) or [h; c] (LSTM)."))
     Path(tex).write_text(to_latex(wide, title))
+
+
+def run_table_cells(metrics, interventions, probes, md, csv, tex, signature_path) -> None:
+    """The cells table and the onion-signature verdict per recurrent cell (Markdown)."""
+    table = cells_table(read_metrics(metrics), read_metrics(interventions), read_metrics(probes))
+    write_cells_table(table, md, csv, tex)
+    verdicts = signature(table)
+    Path(signature_path).write_text(signature_markdown(verdicts))
+    for v in verdicts:
+        log(f"{v['cell']} {v['variant']} N={v['size']}: {v['verdict']}")
+    log(f"wrote {md}, {csv}, {tex}, {signature_path}")

@@ -1,4 +1,5 @@
-"""Figures 2, 4 and 5 of the paper from Parquet/JSON results (never from a model): PDF and PNG."""
+"""Figures 2, 4 and 5 of the paper from Parquet/JSON results (never from a model): PDF and PNG.
+Torch-free."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import pandas as pd  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from onion import paper  # noqa: E402
-from onion.extract import vectors  # noqa: E402
-from onion.probes import KINDS  # noqa: E402
+from onion.files import vectors  # noqa: E402
+from onion.names import PROBE_KINDS  # noqa: E402
+from onion.report import paper  # noqa: E402
 
 PROBE_LABELS = {"linear": "Linear", "mlp": "MLP", "onion": "Onion", "gru_autoregressive": "GRU –\nAR",
                 "gru_no_input": "GRU –\nno input"}
@@ -78,7 +79,7 @@ def figure_probes(results: pd.DataFrame, outputs, size: int = 64, variant: str =
     rows = results[(results["size"] == size) & (results["variant"] == variant)]
     if rows.empty:
         raise ValueError(f"no probe results for {variant} N={size}")
-    kinds = [k for k in KINDS if k in set(rows["kind"])]
+    kinds = [k for k in PROBE_KINDS if k in set(rows["kind"])]
     stats = rows.groupby("kind")["exact_match"].agg(["mean", "std", "count"]).reindex(kinds)
     x = np.arange(len(kinds))
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -94,3 +95,18 @@ def figure_probes(results: pd.DataFrame, outputs, size: int = 64, variant: str =
     ax.set_title(f"Probes on N={size} {variant} GRUs ({seeds} seed{'s' if seeds > 1 else ''})")
     ax.legend(loc="upper left")
     save(fig, outputs)
+
+
+def run_figure(figure: str, inputs: list, outputs: list, channels: int = 64, size: int = 64,
+               variant: str = "autoregressive") -> None:
+    """Fig. 2 ("gates": inputs = trajectories of the smallest, then the largest model), Fig. 5
+    ("gates-all": one trajectories file) or Fig. 4 ("probes": probe result JSON files)."""
+    from onion.log import log
+    from onion.report.tables import read_metrics
+    if figure == "gates":
+        figure_gates(inputs[-1], inputs[0], outputs, channels)
+    elif figure == "gates-all":
+        figure_all_channels(inputs[0], outputs)
+    else:
+        figure_probes(read_metrics(inputs), outputs, size, variant)
+    log(f"wrote {' and '.join(map(str, outputs))}")

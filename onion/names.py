@@ -1,0 +1,14 @@
+"""The names the package, the CLI, the workflow and the config schema share, listed once.
+
+Torch-free, so the Snakefile and the report can import it. tests/test_names.py checks that the
+schema's enums equal these lists.
+"""
+
+VARIANTS = ("autoregressive", "no_input")  # decoder inputs after SOS: previous token, or none
+CELLS = ("gru", "lstm", "rnn_tanh")  # recurrent cells (the paper: gru)
+INTERVENTION_KINDS = ("linear_unigram", "linear_bigram", "onion", "onion_control")  # paper's order
+PROBE_KINDS = ("linear", "mlp", "onion", "gru_autoregressive", "gru_no_input")  # paper's order
+LINEAR_INTERVENTION_KINDS = ("linear_unigram", "linear_bigram")  # trained on length-9 targets
+TRAIN_SAMPLINGS = ("distinct", "iid")  # training set: distinct sequences (authors) or with repeats
+LR_SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")

@@ -1,0 +1,1 @@
+"""Tables, figures and the summary page from result files: torch-free, so a table can be remade\nwithout importing PyTorch."""
