@@ -75,7 +75,30 @@ def test_gpu_slots_spread_jobs_round_robin_and_free_on_exit(tmp_path):
 def test_gpu_check_needs_no_package_beyond_a_pytorch_image():
     """A GPU machine's image has torch, numpy, pyarrow and yaml, but not jsonschema or snakemake."""
     code = ("import sys; sys.modules['jsonschema'] = None; sys.modules['snakemake'] = None; "
-            "from onion import gpu_check; "
+            "from onion import benchmark, gpu_check; "
             f"print(len(benchmark.paper_grid({str(REPO / 'config.yaml')!r})[0]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "60", result.stderr[-2000:]
+
+
+def test_gpu_check_says_when_the_two_sides_disagree(tmp_path, monkeypatch, capsys):
+    """The comparison can fail: a device side whose gradients differ (here, the probe loops' second
+    computation scaled by 1.5) is reported loop by loop, and the command exits non-zero."""
+    real = gpu_check._loss_and_grads
+
+    def device_side_off(loop, kind, setup, device, seed=0):
+        loss, grads = real(loop, kind, setup, device, seed)
+        if loop == "probe" and not isinstance(device, str):  # the reference side is the string "cpu"
+            return loss * 1.5, [g * 1.5 for g in grads]
+        return loss, grads
+
+    monkeypatch.setattr(gpu_check, "_loss_and_grads", device_side_off)
+    from onion.cli import main
+    with pytest.raises(SystemExit) as stop:
+        main(["gpu-check", "--device", "cpu", "--sizes", "8", "--checks-only", "--out", str(tmp_path / "g.json")])
+    assert stop.value.code == 1
+    result = json.loads((tmp_path / "g.json").read_text())
+    disagree = {(r["loop"], r["kind"]) for r in result["agreement"] if not r["agree"]}
+    assert disagree == {("probe", k) for k in ("linear", "mlp", "onion", "gru_autoregressive", "gru_no_input")}
+    err = capsys.readouterr().err
+    assert err.count("<-- DISAGREE") == 5 and "gpu-check FAILED" in err

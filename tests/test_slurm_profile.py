@@ -75,7 +75,8 @@ def tiny_dir(tmp_path_factory):
 
 def check_one_group_per_model(out: str) -> None:
     groups = group_members(out)
-    assert sorted(groups) == [f"analyses_gru_{v}_8_{s}" for v in ("autoregressive", "no_input") for s in (0, 1)]
+    assert sorted(groups) == ["analyses_gru_autoregressive_8_0", "analyses_gru_no_input_8_0",
+                              "analyses_lstm_autoregressive_8_0"]
     for name, rules in groups.items():
         assert rules.count("train_intervention") == 4 and rules.count("train_probe") == 5, name
         assert "extract_final_states" in rules and "train_model" not in rules, name
