@@ -40,7 +40,7 @@ def _data(args):
 
 def cmd_make_dataset(args) -> None:
     from onion.data import run_make_dataset
-    run_make_dataset(_data(args), args.train, args.valid, args.das_valid)
+    run_make_dataset(_data(args), args.train, args.valid, args.das_valid, args.das_train)
 
 
 def cmd_train(args) -> None:
@@ -55,8 +55,8 @@ def cmd_train_intervention(args) -> None:
     from onion.interventions import InterventionConfig, run_intervention
     run_intervention(args.kind, args.variant, args.size, args.seed, _data(args),
                      _config(InterventionConfig, args.interventions, "interventions"),
-                     args.model, args.train_data, args.valid_data, args.das_valid_data, args.out,
-                     args.parameters, _device(args), args.checkpoint)
+                     args.model, args.train_data, args.valid_data, args.out, args.parameters,
+                     _device(args), args.checkpoint, args.das_train_data, args.das_valid_data)
 
 
 def cmd_extract_trajectories(args) -> None:
@@ -96,7 +96,7 @@ def cmd_table_cells(args) -> None:
 def cmd_summary(args) -> None:
     from onion.log import log
     from onion.report.summary import write_summary
-    write_summary(args.base, args.interventions, args.probes, args.out, args.append)
+    write_summary(args.base, args.interventions, args.probes, args.out, args.append, args.settings)
     log(f"wrote {args.out}")
 
 
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     checkpoint = {"default": None, "help": "resumable checkpoint path"}
     _add(sub, "make-dataset", cmd_make_dataset, "generate the train and validation sets", "--train",
-         "--valid", "--das-valid", configs=("data",))
+         "--valid", "--das-valid", "--das-train", configs=("data",))
     p = _add(sub, "train", cmd_train, "train one repeat model (GRU, LSTM or tanh RNN) and evaluate it",
              "--train-data", "--valid-data", "--model", "--metrics", configs=("data", "train"), model=True,
              device=True, checkpoint=checkpoint)
@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "train-intervention", cmd_train_intervention, "train and evaluate one intervention on a "
              "frozen model", "--model", "--train-data", "--valid-data", "--out", "--parameters",
              configs=("data", "interventions"), model=True, device=True, checkpoint=checkpoint,
+             das_train_data={"help": "training set of linear DAS (make-dataset --das-train)"},
              das_valid_data={"help": "validation set of linear DAS (make-dataset --das-valid)"})
     p.add_argument("--kind", required=True, choices=INTERVENTION_KINDS)
     _add(sub, "extract-trajectories", cmd_extract_trajectories, "per-step hidden states and gates to "
@@ -202,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(arg, nargs="+", required=True)
     _add(sub, "summary", cmd_summary, "one page: which of the paper's claims this run reproduced",
          "--base", "--interventions", "--probes", "--out",
-         append={"nargs": "*", "default": [], "help": "Markdown sections to add at the end"})
+         append={"nargs": "*", "default": [], "help": "Markdown sections to add at the end"},
+         settings={"type": _json_arg, "default": {}, "help": "the run's data, train, interventions "
+                   "and probes settings as JSON (for the differences from the authors)"})
     p = _add(sub, "figure", cmd_figure, "Fig. 2 (gates), Fig. 5 (gates-all) or Fig. 4 (probes)", "--pdf",
              "--png", inputs={"nargs": "+", "required": True},
              channels={"type": int, "default": 64}, size={"type": int, "default": 64},

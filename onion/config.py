@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, TypeVar
 
-from onion.names import TRAIN_SAMPLINGS
+from onion.names import DAS_TRAIN_SETS, TRAIN_SAMPLINGS
 
 T = TypeVar("T")
 
@@ -37,6 +37,8 @@ class DataConfig:
     train_sampling: str = "distinct"  # distinct (the authors' generator) or iid (with repeats)
     das_length: int = 9  # length of linear DAS's training targets and of its validation set
     n_das_valid: int = 5_000  # the linear-DAS validation set (authors: 5,000 of length 9)
+    das_train: str = "own"  # linear DAS's targets: own (authors: 1M distinct of length 9) or model_train
+    n_das_train: int = 1_000_000  # size of linear DAS's own training set
 
     def __post_init__(self):
         if not 2 <= self.n_symbols <= 36:
@@ -48,6 +50,8 @@ class DataConfig:
             raise ValueError(f"data.max_valid_fraction must be in (0, 1], got {self.max_valid_fraction}")
         if self.train_sampling not in TRAIN_SAMPLINGS:
             raise ValueError(f"data.train_sampling must be one of {TRAIN_SAMPLINGS}, got {self.train_sampling!r}")
+        if self.das_train not in DAS_TRAIN_SETS:
+            raise ValueError(f"data.das_train must be one of {DAS_TRAIN_SETS}, got {self.das_train!r}")
         if not self.min_length <= self.das_length <= self.max_length:
             raise ValueError(f"data.das_length must be in min_length..max_length "
                              f"({self.min_length}..{self.max_length}), got {self.das_length}")

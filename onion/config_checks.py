@@ -68,6 +68,11 @@ def _data_problems(data: dict) -> list[str]:
     if low <= das <= high and data.get("n_das_valid", 5000) > spaces[das] * 0.5:
         problems.append(f"config key 'data.n_das_valid': {data.get('n_das_valid', 5000)} is more than "
                         f"half of the {spaces[das]} sequences of length {das}")
+    elif low <= das <= high and data.get("das_train", "own") == "own" and \
+            data.get("n_das_train", 1_000_000) > spaces[das] - data.get("n_das_valid", 5000):
+        problems.append(f"config key 'data.n_das_train': {data.get('n_das_train', 1_000_000)} distinct "
+                        f"sequences of length {das} do not exist outside the linear-DAS validation set "
+                        "(lower it, or set data.das_train: model_train)")
     return problems
 
 

@@ -181,12 +181,23 @@ def make_datasets(cfg: DataConfig) -> tuple[SequenceSet, SequenceSet]:
 
 def make_das_valid(cfg: DataConfig, train: SequenceSet, valid: SequenceSet) -> SequenceSet:
     """The linear-DAS validation set: cfg.n_das_valid distinct sequences of length cfg.das_length,
-    from a seed stream of their own, never in `train` or `valid`. Linear DAS trains on the
-    length-das_length rows of `train`, so its training targets never meet this set."""
+    from a seed stream of their own, never in `train` or `valid`."""
     rng = np.random.default_rng([cfg.seed, 9_001])  # a stream make_datasets never uses
     excluded = _excluded_keys([train, valid], cfg.n_symbols)
     return _draw_distinct(rng, (cfg.das_length, cfg.das_length), cfg.n_das_valid, cfg.n_symbols,
                           cfg.max_length, excluded, "data.n_das_valid")
+
+
+def make_das_train(cfg: DataConfig, train: SequenceSet, das_valid: SequenceSet) -> SequenceSet:
+    """Linear DAS's training targets, never in `das_valid`. data.das_train "own" (the authors):
+    cfg.n_das_train distinct sequences of length cfg.das_length from a seed stream of their own;
+    "model_train": the length-das_length rows of the model's training set `train`."""
+    if cfg.das_train == "model_train":
+        keep = train.lengths == cfg.das_length
+        return SequenceSet(train.tokens[keep], train.lengths[keep])
+    rng = np.random.default_rng([cfg.seed, 9_002])  # a stream no other set uses
+    return _draw_distinct(rng, (cfg.das_length, cfg.das_length), cfg.n_das_train, cfg.n_symbols,
+                          cfg.max_length, _excluded_keys([das_valid], cfg.n_symbols), "data.n_das_train")
 
 
 def length_mix(data: SequenceSet, cfg: DataConfig) -> dict[int, float]:
@@ -243,15 +254,19 @@ def read_sequences(path: str | Path, max_length: int | None = None) -> SequenceS
     return SequenceSet(tokens, lengths)
 
 
-def run_make_dataset(cfg: DataConfig, train_path, valid_path, das_valid_path) -> None:
-    """The make_dataset job: the training, validation and linear-DAS validation sets to Parquet."""
+def run_make_dataset(cfg: DataConfig, train_path, valid_path, das_valid_path, das_train_path) -> None:
+    """The make_dataset job: the training and validation sets, and linear DAS's validation and
+    training sets, to Parquet."""
     log(f"generating datasets: {cfg}")
     train, valid = make_datasets(cfg)
     das_valid = make_das_valid(cfg, train, valid)
+    das_train = make_das_train(cfg, train, das_valid)
     write_sequences(valid_path, valid)
     write_sequences(das_valid_path, das_valid)
+    write_sequences(das_train_path, das_train)
     write_sequences(train_path, train)
     mix = ", ".join(f"{k}: {100 * v:.2f}%" for k, v in length_mix(train, cfg).items())
     log(f"training length mix ({cfg.train_sampling}): {mix}")
     log(f"wrote {len(train)} training sequences to {train_path}, {len(valid)} to {valid_path} and "
-        f"{len(das_valid)} of length {cfg.das_length} to {das_valid_path}")
+        f"{len(das_valid)} of length {cfg.das_length} to {das_valid_path}; linear DAS trains on "
+        f"{len(das_train)} ({cfg.das_train}) in {das_train_path}")

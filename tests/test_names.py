@@ -36,6 +36,9 @@ def test_schema_enums_are_the_package_lists():
     assert by_name.pop("train_sampling") == {names.TRAIN_SAMPLINGS}
     assert by_name.pop("lr_schedule") == {names.LR_SCHEDULES}
     assert by_name.pop("device") == {names.DEVICES}
+    assert by_name.pop("das_train") == {names.DAS_TRAIN_SETS}
+    assert by_name.pop("replacement") == {names.REPLACEMENTS}
+    assert by_name.pop("weight_decay_on") == {names.PROBE_DECAYS}
     assert not by_name, f"enums without a list in onion.names: {by_name}"
 
 

@@ -19,7 +19,7 @@ TINY = {
                                   {"cells": ["lstm"], "variants": ["autoregressive"], "sizes": [8], "seeds": [0]}]}},
     "data": {"n_symbols": 30, "min_length": 2, "max_length": 9, "n_train": 3000, "n_valid": 100,
              "max_valid_fraction": 0.2, "seed": 0, "train_sampling": "distinct", "das_length": 9,
-             "n_das_valid": 60},
+             "n_das_valid": 60, "das_train": "own", "n_das_train": 500},
     "train": {"steps": 150, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1, "betas": [0.9, 0.999],
               "checkpoint_every": 50, "log_every": 50, "eval_every": 100},
     "interventions": {"steps": 30, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1,

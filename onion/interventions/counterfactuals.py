@@ -2,8 +2,9 @@
 
 Every example has a target y: the sequence the frozen decoder should output from the intervened
 state. `base` is the sequence whose final state is intervened on; `source` (linear DAS only) is the
-sequence whose state supplies the patched values. Replacement tokens always differ from y's token
-at that position, so no intervention is trivially a no-op.
+sequence whose state supplies the patched values. A replacement token is drawn uniformly from all
+symbols, so it equals y's token one time in n_symbols, as in the authors' code (`replacement="any"`);
+`replacement="different"` always draws another token, so no intervention is trivially a no-op.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from onion.names import INTERVENTION_KINDS
+from onion.names import INTERVENTION_KINDS, REPLACEMENTS
 
 
 @dataclasses.dataclass
@@ -67,17 +68,22 @@ def step_generator(seed: int, step: int, device) -> torch.Generator:
 
 
 def make_counterfactuals(kind: str, target: torch.Tensor, lengths: torch.Tensor,
-                         generator: torch.Generator, n_symbols: int) -> Counterfactuals:
+                         generator: torch.Generator, n_symbols: int,
+                         replacement: str = "any") -> Counterfactuals:
     """Counterfactual pairs for targets y (tokens [n, T], lengths [n]), drawn with `generator` on
-    its device (where `target` and `lengths` must be)."""
+    its device (where `target` and `lengths` must be); `replacement` as in the module docstring."""
     _check_kind(kind)
+    if replacement not in REPLACEMENTS:
+        raise ValueError(f"unknown replacement {replacement!r}; expected one of {REPLACEMENTS}")
     n, width = target.shape
     device = target.device
     positions = torch.arange(width, device=device)[None, :]  # [1, T]
     valid = positions < lengths[:, None]  # [n, T]
-    # a uniformly random token different from y's, element-wise
-    shift = torch.randint(1, n_symbols, (n, width), generator=generator, device=device)
-    other = torch.where(valid, (target + shift) % n_symbols, 0)
+    if replacement == "any":  # a uniformly random token, element-wise
+        drawn = torch.randint(0, n_symbols, (n, width), generator=generator, device=device)
+    else:  # a uniformly random token different from y's
+        drawn = (target + torch.randint(1, n_symbols, (n, width), generator=generator, device=device)) % n_symbols
+    other = torch.where(valid, drawn, 0)
     if kind == "linear_unigram":
         # I: each position with prob. 0.5; base differs from y on I, source differs from y off I
         changed = (torch.rand(n, width, generator=generator, device=device) < 0.5) & valid

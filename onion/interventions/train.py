@@ -25,7 +25,7 @@ from onion.interventions.onion_intervention import OnionIntervention
 from onion.log import log
 from onion.loop import each_step, optimise
 from onion.model import load_model
-from onion.names import INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS
+from onion.names import INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, REPLACEMENTS
 from onion.runtime import fingerprint
 from onion.training import make_optimizer, sequence_loss
 
@@ -35,6 +35,13 @@ class InterventionConfig(OptimConfig):
     """Optimisation of one intervention (authors: 60,000 steps, batch 256, AdamW lr 1e-3, wd 0.1)."""
 
     section: ClassVar[str] = "interventions"
+    replacement: str = "any"  # counterfactual tokens: any (authors: uniform) or different
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.replacement not in REPLACEMENTS:
+            raise ValueError(f"interventions.replacement must be one of {REPLACEMENTS}, "
+                             f"got {self.replacement!r}")
 
 
 def make_intervention(kind: str, n_symbols: int, hidden_size: int, max_length: int) -> torch.nn.Module:
@@ -63,13 +70,15 @@ def _freeze(model) -> dict:
 
 
 def intervention_step(model, intervention, optimizer, kind: str, tokens: torch.Tensor,
-                      lengths: torch.Tensor, batch_size: int, seed: int, step: int) -> torch.Tensor:
+                      lengths: torch.Tensor, batch_size: int, seed: int, step: int,
+                      replacement: str = "any") -> torch.Tensor:
     """One update of `intervention` on targets tokens [n, T], lengths [n] (on the device). Batch,
     counterfactuals and Gumbel noise are drawn on the device, a pure function of (seed, step).
     Returns the loss, still on the device."""
     generator = step_generator(seed, step, tokens.device)
     idx = torch.randint(len(tokens), (batch_size,), generator=generator, device=tokens.device)
-    batch = make_counterfactuals(kind, tokens[idx], lengths[idx], generator, model.n_symbols).batch()
+    batch = make_counterfactuals(kind, tokens[idx], lengths[idx], generator, model.n_symbols,
+                                 replacement).batch()
     batch["generator"] = generator
     h = intervention(model, batch)  # [B, N]
     logits = model.decode(h, model.decoder_inputs(batch["target"]))  # [B, T, V]
@@ -105,7 +114,7 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
 
     def update(step: int, _) -> torch.Tensor:
         return intervention_step(model, intervention, optimizer, kind, tokens, lengths,
-                                 cfg.batch_size, seed, step)
+                                 cfg.batch_size, seed, step, cfg.replacement)
 
     record = optimise(intervention, optimizer, cfg, update, each_step, key="intervention",
                       identity=identity, device=device, label=f"{kind} intervention step",
@@ -119,12 +128,13 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
     return intervention, record
 
 
-def eval_counterfactuals(kind: str, valid: SequenceSet, seed: int, n_symbols: int) -> Counterfactuals:
+def eval_counterfactuals(kind: str, valid: SequenceSet, seed: int, n_symbols: int,
+                         replacement: str = "any") -> Counterfactuals:
     """One held-out counterfactual per target of `valid` (for linear DAS: the dedicated length-9
     validation set), fixed by `seed` and drawn on the CPU, so every device scores the same set."""
     generator = step_generator(seed, 2**63 - 1, "cpu")  # a stream no training step uses
     return make_counterfactuals(kind, torch.as_tensor(valid.tokens), torch.as_tensor(valid.lengths),
-                                generator, n_symbols)
+                                generator, n_symbols, replacement)
 
 
 @torch.no_grad()
@@ -187,24 +197,25 @@ def parameter_table(intervention, kind: str, variant: str, size: int, seed: int,
 
 
 def run_intervention(kind: str, variant: str, size: int, seed: int, data: DataConfig,
-                     cfg: InterventionConfig, model_path, train_path, valid_path, das_valid_path,
-                     out, parameters_path, device, checkpoint=None) -> dict:
+                     cfg: InterventionConfig, model_path, train_path, valid_path, out, parameters_path,
+                     device, checkpoint=None, das_train_path=None, das_valid_path=None) -> dict:
     """The train_intervention job: train a `kind` intervention on the frozen model and score it
-    on held-out counterfactuals. Linear DAS trains on the length-data.das_length training targets
-    and is scored on its own validation set (the authors' dedicated length-9 set, another seed);
-    the onion kinds train on all training targets and are scored on the validation set."""
+    on held-out counterfactuals. Linear DAS trains on its own training set (make-dataset
+    --das-train, data.das_train) and is scored on its own validation set (the authors' dedicated
+    length-9 set, another seed); the onion kinds train on the model's training set and are scored
+    on the validation set."""
     linear = kind in LINEAR_INTERVENTION_KINDS
-    if linear and not das_valid_path:
-        raise ValueError(f"--das-valid-data is required for the {kind} intervention")
+    if linear and not (das_train_path and das_valid_path):
+        raise ValueError(f"--das-train-data and --das-valid-data are required for the {kind} intervention")
     model = load_model(model_path, device, variant, size)
-    train = read_sequences(train_path, data.max_length)
+    train = read_sequences(das_train_path if linear else train_path, data.max_length)
     valid = read_sequences(das_valid_path if linear else valid_path, data.max_length)
     log(f"training the {kind} intervention on {variant} N={size} seed={seed} "
         f"on {device} ({torch.get_num_threads()} threads): {cfg}")
     intervention, record = train_intervention(model, kind, train, cfg, seed, device, data.max_length,
                                               checkpoint, das_length=data.das_length if linear else None)
-    metrics = evaluate_intervention(model, intervention, eval_counterfactuals(kind, valid, seed, data.n_symbols),
-                                    device)
+    held_out = eval_counterfactuals(kind, valid, seed, data.n_symbols, cfg.replacement)
+    metrics = evaluate_intervention(model, intervention, held_out, device)
     log(f"{kind}: exact match {metrics['exact_match']:.4f} on {metrics['n']} held-out "
         f"counterfactuals ({record['steps_per_second']:.1f} steps/s this run)")
     write_parquet(parameter_table(intervention, kind, variant, size, seed, model.cell), parameters_path)

@@ -41,14 +41,15 @@ class FlatProbe(nn.Module):
 class OnionProbe(nn.Module):
     """Autoregressive peeling: read y_t = argmax C(h), then h <- h - s_t ⊙ E[y_t].
 
-    C = LayerNorm -> Linear(N, N) -> ReLU -> Linear(N, S); s_t = g·γ^t + β·t + b per channel,
-    initialised γ = 0.9, β = 0.1, g = 1, b = 0; E [S, N] learned. Training subtracts the true token.
+    C = LayerNorm (eps 1e-5, the authors') -> Linear(N, N) -> ReLU -> Linear(N, S);
+    s_t = g·γ^t + β·t + b per channel, initialised γ = 0.9, β = 0.1, g = 1, b = 0; E [S, N] learned.
+    Training subtracts the true token.
     """
 
     def __init__(self, hidden_size: int, n_symbols: int, max_length: int):
         super().__init__()
         self.max_length = max_length
-        self.classifier = nn.Sequential(nn.LayerNorm(hidden_size, eps=1e-12), nn.Linear(hidden_size, hidden_size),
+        self.classifier = nn.Sequential(nn.LayerNorm(hidden_size), nn.Linear(hidden_size, hidden_size),
                                         nn.ReLU(), nn.Linear(hidden_size, n_symbols))
         self.embedding = nn.Embedding(n_symbols, hidden_size)
         self.g = nn.Parameter(torch.ones(hidden_size))

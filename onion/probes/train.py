@@ -21,7 +21,7 @@ from onion.extract import read_states
 from onion.files import write_json, write_parquet
 from onion.log import log
 from onion.loop import optimise
-from onion.names import LR_SCHEDULES
+from onion.names import LR_SCHEDULES, PROBE_DECAYS
 from onion.probes.modules import OnionProbe, make_probe
 from onion.runtime import fingerprint
 
@@ -33,11 +33,15 @@ class ProbeConfig(OptimConfig):
     section: ClassVar[str] = "probes"
     lr_schedule: str = "constant"  # or "cosine": decay to 0 over `steps`
     log_every: int = 500
+    weight_decay_on: str = "all"  # all parameters (authors) or "matrices" (weights and embeddings)
 
     def __post_init__(self):
         super().__post_init__()
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"probes.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.weight_decay_on not in PROBE_DECAYS:
+            raise ValueError(f"probes.weight_decay_on must be one of {PROBE_DECAYS}, "
+                             f"got {self.weight_decay_on!r}")
 
     def lr_at(self, step: int) -> float:
         if self.lr_schedule == "cosine":
@@ -62,12 +66,15 @@ def batch_index_chunks(start: int, end: int, batch_size: int, n: int, seed: int,
 
 
 def make_probe_optimizer(probe: nn.Module, cfg: ProbeConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices and embeddings only, not on biases, gains and the
-    onion scales."""
-    decay = [p for p in probe.parameters() if p.dim() >= 2]
-    no_decay = [p for p in probe.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+    """AdamW with weight decay on every parameter (the authors': biases, LayerNorm gains and the
+    onion scales included), or with probes.weight_decay_on = "matrices" on weight matrices and
+    embeddings only."""
+    if cfg.weight_decay_on == "all":
+        groups = [{"params": list(probe.parameters())}]
+    else:
+        groups = [{"params": [p for p in probe.parameters() if p.dim() >= 2]},
+                  {"params": [p for p in probe.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
 
 
 def probe_step(probe, optimizer, h: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,

@@ -46,3 +46,17 @@ PROBES = {
     ("gru_no_input", "autoregressive"): _row((0.10, 0.02), (0.25, 0.08), (0.86, 0.01), (0.99, 0.00), (1.00, 0.00), (1.00, 0.00)),
     ("gru_no_input", "no_input"): _row((0.77, 0.07), (0.98, 0.01), (1.00, 0.00), (1.00, 0.00), (1.00, 0.00), (1.00, 0.00)),
 }
+
+# The authors' settings (their code, PAPER.md §2-5) that a run's config may depart from; the summary
+# page lists each departure. Keys are config sections and keys.
+AUTHORS_SETTINGS = {
+    "data": {"n_symbols": 30, "min_length": 2, "max_length": 9, "n_train": 1_000_000, "n_valid": 5_000,
+             "train_sampling": "distinct", "das_length": 9, "n_das_valid": 5_000, "das_train": "own",
+             "n_das_train": 1_000_000},
+    "train": {"steps": 40_000, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.1},
+    "interventions": {"steps": 60_000, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.1,
+                      "replacement": "any"},
+    "probes": {"steps": 60_000, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.1,
+               "lr_schedule": "constant", "weight_decay_on": "all"},
+}
+SEEDS = 5  # runs per table entry

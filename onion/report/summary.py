@@ -156,9 +156,21 @@ def contrast_verdict(small_ar_interventions: str, small_ar_probes: str, no_input
     return REPRODUCED if all(p == REPRODUCED for p in parts) else NOT_TESTABLE
 
 
-def write_summary(base_csv, interventions_csv, probes_csv, out, append=()) -> str:
-    """Build the summary page from the three tidy tables, then the Markdown files `append` (the
-    recurrent cells' onion signature); returns the Markdown."""
+def differences_from_authors(settings: dict, seeds: int) -> list[str]:
+    """One line per setting of this run (config sections data, train, interventions, probes, with
+    the grid's overrides) that differs from the authors' (paper.AUTHORS_SETTINGS), and the seeds."""
+    lines = [f"{section}.{key} = {settings.get(section, {}).get(key)!r} (the authors: {value!r})"
+             for section, values in paper.AUTHORS_SETTINGS.items() for key, value in values.items()
+             if settings.get(section, {}).get(key, value) != value]
+    if seeds < paper.SEEDS:
+        lines.append(f"{seeds} seed{'s' if seeds > 1 else ''} per entry (the authors: {paper.SEEDS})")
+    return lines
+
+
+def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), settings=None) -> str:
+    """Build the summary page from the three tidy tables and the run's `settings` (for the list of
+    differences from the authors), then the Markdown files `append` (the recurrent cells' onion
+    signature); returns the Markdown."""
     base, interventions, probes = (pd.read_csv(p) for p in (base_csv, interventions_csv, probes_csv))
     sizes = sorted(set(base["size"]))
     models = ", ".join(f"{v} N = {', '.join(map(str, sorted(g['size'])))}"
@@ -198,6 +210,12 @@ def write_summary(base_csv, interventions_csv, probes_csv, out, append=()) -> st
         verdict, evidence = results[key]
         lines += [f"## {title}", "", f"**{verdict}.** Criterion: {' '.join(claim.__doc__.split())}", ""]
         lines += [f"- {e}" for e in evidence] + [""]
+    differences = differences_from_authors(settings or {}, int(base["seeds"].max()))
+    lines += ["## Where this run differs from the authors' settings", "",
+              "Every setting of this run that is not the authors' (their code; PAPER.md §2–5). A "
+              "verdict above may depend on any of them.", ""]
+    lines += [f"- {d}" for d in differences] or ["- none"]
+    lines += [""]
     large = max(sizes)
     lines += ["## 6. Gates: sharp, staggered closing at N = 1024; gradual, synchronous closing at N = 64.",
               "", f"**{'see the figure' if large >= 1024 else NOT_TESTABLE}.** Judged by eye in "

@@ -3,6 +3,7 @@ rule make_dataset:
         train="data/datasets/train.parquet",
         valid="data/datasets/valid.parquet",
         das_valid="data/datasets/das_valid.parquet",
+        das_train="data/datasets/das_train.parquet",
     params:
         data=as_json_arg(config["data"]),
     conda:
@@ -14,4 +15,5 @@ rule make_dataset:
         runtime=fixed_runtime(30),
     shell:
         "python -m onion make-dataset --data {params.data} "
-        "--train {output.train} --valid {output.valid} --das-valid {output.das_valid} > {log} 2>&1"
+        "--train {output.train} --valid {output.valid} --das-valid {output.das_valid} "
+        "--das-train {output.das_train} > {log} 2>&1"

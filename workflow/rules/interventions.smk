@@ -13,6 +13,7 @@ rule train_intervention:
         train=rules.make_dataset.output.train,
         valid=rules.make_dataset.output.valid,
         das_valid=rules.make_dataset.output.das_valid,
+        das_train=rules.make_dataset.output.das_train,
     output:
         result=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}.json",
         parameters=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}.parquet",
@@ -41,6 +42,7 @@ rule train_intervention:
         "python -m onion train-intervention --kind {wildcards.kind} --data {params.data} "
         "--interventions {params.interventions} --model {input.model} "
         "--train-data {input.train} --valid-data {input.valid} --das-valid-data {input.das_valid} "
+        "--das-train-data {input.das_train} "
         "--variant {wildcards.variant} --size {wildcards.size} --seed {wildcards.seed} "
         "--device {params.device} --threads {threads} --checkpoint {params.checkpoint} "
         "--out {output.result} --parameters {output.parameters} >> {log} 2>&1"

@@ -32,13 +32,16 @@ rule write_summary:
         cells="data/tables/cells_signature.md" if OTHER_CELLS else [],
     output:
         report("data/summary.md", caption="../report/summary.rst", category="Summary"),
+    params:
+        settings=as_json_arg({s: settings(s) for s in ("train", "interventions", "probes")} | {"data": config["data"]}),
     conda:
         "../envs/onion.yaml"
     log:
         "data/logs/write_summary.log",
     shell:
         "python -m onion summary --base {input.base} --interventions {input.interventions} "
-        "--probes {input.probes} --append {input.cells} --out {output} > {log} 2>&1"
+        "--probes {input.probes} --append {input.cells} --settings {params.settings} "
+        "--out {output} > {log} 2>&1"
 
 
 # Beyond the paper: every recurrent cell of the grid side by side (only where the grid has a cell
