@@ -229,7 +229,7 @@ def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0
     Returns a pandas DataFrame, one row per size."""
     import pandas as pd  # here: gpu-check runs on images without pandas
     data_cfg, train_cfg = DataConfig(), TrainConfig()
-    data = random_sequences(np.random.default_rng(seed), steps * train_cfg.batch_size, data_cfg)
+    data = random_sequences(np.random.default_rng(seed), max(steps, 5) * train_cfg.batch_size, data_cfg)
     rows = []
     for size in sizes:
         elapsed = {"ours": 0.0, "pack_padded_reference": 0.0}
@@ -269,7 +269,8 @@ def _time_loop(name, size, data, steps, cfg: TrainConfig, device) -> float:
     synchronize(device)
     start = time.perf_counter()
     for i in range(steps):
-        sl = slice(i * batch, (i + 1) * batch)
+        start = i * batch % len(data)
+        sl = slice(start, start + batch)
         step_fn(model, optimizer, tokens[sl], lengths[sl])
     synchronize(device)
     return time.perf_counter() - start

@@ -88,6 +88,16 @@ def test_benchmark_reference_loop_computes_the_same_loss():
                                packed_loss(model, tokens, lengths).detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_benchmark_training_command_runs(capsys, tmp_path):
+    from onion.cli import main
+    assert main(["benchmark-training", "--sizes", "8", "--steps", "4", "--rounds", "2",
+                 "--out", str(tmp_path / "b.csv")]) == 0
+    table = capsys.readouterr().out
+    assert "ours_steps_per_s" in table and "speedup" in table
+    rows = (tmp_path / "b.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("8,cpu,")
+
+
 def _reference_packed_loss(model, tokens, lengths):
     """The loss as pack_padded_sequence builds the batch (the earlier, per-step-synchronising path)."""
     from torch.nn.functional import cross_entropy
