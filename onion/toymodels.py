@@ -1,10 +1,10 @@
 """Hand-built repeat models whose right answers are known by construction (known-answer tests).
 
-Both expose the interface of RepeatRNN that interventions and probes use:
+All three expose the interface of RepeatRNN that interventions and probes use:
 `encode(tokens, lengths) -> h [B, N]`, `decode(h, inputs) -> logits [B, T, V]`,
 `decoder_inputs(targets)`, `generate(h, steps)`, and `n_symbols`, `hidden_size`, `state_size`,
 `variant`.
-Both decode every sequence perfectly (exact match 1.0).
+All decode every sequence perfectly (exact match 1.0).
 """
 
 from __future__ import annotations
@@ -111,3 +111,47 @@ class OnionModel(_HandBuilt):
         removed = self.embedding[inputs[:, 1:]] * self.scales(steps - 1, h.device)[None, :, None]
         removed = torch.cat([torch.zeros_like(h)[:, None], removed.cumsum(1)], dim=1)  # [B, T, N]
         return (h[:, None] - removed) @ self.embedding[:self.n_symbols].T
+
+
+class BigramModel(_HandBuilt):
+    """Bigram t = (x_t, x_{t+1}) stored in block t, t = 0..L-2: h = [c(x_0, x_1); c(x_1, x_2); ...].
+
+    c(a, b) is a unit code drawn independently for each ordered pair of symbols, so a block holds
+    its bigram as a whole, not its two tokens side by side. Decoding (L >= 2) reads y_0 as the
+    first token of the pair whose code best matches block 0, and y_k, k >= 1, from block k-1 by
+    dot products with c(y_{k-1}, ·), the codes of the pairs that start with the decoder input (the
+    previous output). A code matches itself with 1 and any other code with less, so decoding is
+    perfect; logits are scaled by `scale` so that the frozen decoder's cross-entropy tells an
+    intervention how close it is.
+
+    Every bigram has its own linear subspace (its block): a linear bigram intervention that moves
+    blocks k-1 and k from a source that holds y's tokens at k-1, k, k+1 rebuilds y's state exactly.
+    No position has one: a unigram intervention that splits a pair (t in I, t+1 not, or the
+    reverse) leaves block t with codes of other pairs, from which step t+1 cannot read y_{t+1}.
+    """
+
+    def __init__(self, n_symbols: int = 30, max_length: int = 9, block: int = 16, scale: float = 10.0,
+                 seed: int = 0):
+        super().__init__()
+        self.n_symbols, self.max_length, self.block, self.scale = n_symbols, max_length, block, scale
+        self.hidden_size = (max_length - 1) * block
+        codes = _unit_codes(n_symbols * n_symbols, block, seed, orthonormal=False)
+        self.register_buffer("codes", codes.view(n_symbols, n_symbols, block))  # c(a, b) = codes[a, b]
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # tokens [B, T] -> h [B, (max_length - 1) * block]; bigrams t >= L - 1 stay 0
+        batch, width = tokens.shape
+        present = torch.arange(width - 1, device=tokens.device)[None, :] < lengths[:, None] - 1  # [B, T-1]
+        blocks = self.codes[tokens[:, :-1], tokens[:, 1:]] * present[..., None]  # [B, T-1, block]
+        h = tokens.new_zeros(batch, self.max_length - 1, self.block, dtype=self.codes.dtype)
+        h[:, :width - 1] = blocks
+        return h.flatten(1)
+
+    def decode(self, h: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        # logits [B, T, V], scaled so that the cross-entropy is informative
+        s = self.n_symbols
+        blocks = h.view(h.shape[0], self.max_length - 1, self.block)
+        first = (blocks[:, 0] @ self.codes.view(s * s, self.block).T).view(-1, s, s).amax(-1)  # [B, V]
+        previous = inputs[:, 1:]  # y_0 .. y_{T-2}
+        rest = (self.codes[previous] * blocks[:, :previous.shape[1], None]).sum(-1)  # [B, T-1, V]
+        return self.scale * torch.cat([first[:, None], rest], dim=1)

@@ -9,14 +9,12 @@ import pytest
 import torch
 
 from onion.config import DataConfig
-from onion.counterfactuals import make_counterfactuals
-from onion.das import LinearDAS
 from onion.data import random_sequences
-from onion.interventions import (InterventionConfig, eval_counterfactuals, evaluate_intervention,
-                                 parameter_table, targets_for, train_intervention)
+from onion.interventions import (InterventionConfig, LinearDAS, OnionIntervention, eval_counterfactuals,
+                                 evaluate_intervention, make_counterfactuals, parameter_table, targets_for,
+                                 train_intervention)
 from onion.model import RepeatRNN
-from onion.onion_intervention import OnionIntervention
-from onion.toymodels import OnionModel, SlotModel
+from onion.toymodels import BigramModel, OnionModel, SlotModel
 
 torch.set_num_threads(1)
 
@@ -41,10 +39,12 @@ class ConfidentOnionModel(OnionModel):
 # --- counterfactual data ---------------------------------------------------------------------
 
 def _counterfactuals(kind, y, seed):
-    """make_counterfactuals on the CPU, its fields as NumPy arrays."""
+    """make_counterfactuals on the CPU, its fields as NumPy arrays; replacement tokens always differ
+    from y's, so that which positions differ shows the structure (the default, "any", draws the
+    original one time in 30: tests/test_authors_settings.py)."""
     import types
     cf = make_counterfactuals(kind, torch.as_tensor(y.tokens), torch.as_tensor(y.lengths),
-                              torch.Generator().manual_seed(seed), 30)
+                              torch.Generator().manual_seed(seed), 30, "different")
     return types.SimpleNamespace(**{k: None if v is None else v.numpy() for k, v in vars(cf).items()})
 
 
@@ -162,9 +162,11 @@ def _onion_run(kind, steps=1000):
     model = ConfidentOnionModel()
     cfg = InterventionConfig(steps=steps, lr=1e-2, log_every=steps)
     data_cfg = DataConfig(max_length=4, das_length=4)
+    das_length = 4 if kind.startswith("linear") else None  # linear DAS: full-length targets only
     train = random_sequences(np.random.default_rng(9), 5_000, data_cfg)
-    valid = random_sequences(np.random.default_rng(10), 2_000, data_cfg)
-    intervention, _ = train_intervention(model, kind, train, cfg, seed=0, device="cpu", max_length=4)
+    valid = random_sequences(np.random.default_rng(10), 2_000, data_cfg, das_length)
+    intervention, _ = train_intervention(model, kind, train, cfg, seed=0, device="cpu", max_length=4,
+                                         das_length=das_length)
     cf = eval_counterfactuals(kind, valid, 0, 30)
     return intervention, evaluate_intervention(model, intervention, cf, "cpu")
 
@@ -184,13 +186,66 @@ def test_onion_intervention_succeeds_on_onion_model_and_control_does_not():
     assert 0.1 < gamma.median() < 0.7  # the learned decay is of the order of the model's 0.4
 
 
+@pytest.mark.parametrize("kind, bound", [("linear_unigram", 0.3), ("linear_bigram", 0.1)])
+def test_linear_das_fails_on_onion_model(kind, bound):
+    # the model, data and budget on which the onion intervention reaches 0.95; tokens share
+    # directions across positions, so no rotation gives a position (or a bigram) its own subspace.
+    # Some examples need no mixing: replacements equal to y's token (1 in 30) and, for unigram DAS,
+    # the sets I = none or all of the 4 positions (2 in 16)
+    _, summary = _onion_run(kind)
+    assert summary["exact_match"] <= bound, summary
+
+
+def _bigram_model_run(kind):
+    model = BigramModel()
+    cfg = InterventionConfig(steps=400, lr=2e-2, log_every=400)
+    intervention, _ = train_intervention(model, kind, _targets(5_000, 7), cfg, seed=0, device="cpu",
+                                         max_length=9, das_length=9)
+    cf = eval_counterfactuals(kind, _targets(2_000, 8, length=9), 0, 30)
+    return evaluate_intervention(model, intervention, cf, "cpu")
+
+
+def test_bigram_model_stores_bigram_t_in_block_t_and_decodes_perfectly():
+    model = BigramModel()
+    assert model.hidden_size == model.state_size == 8 * 16 and model.max_length == 9
+    for length in range(2, 10):
+        y = _targets(300, 20 + length, length=length)
+        tokens, lengths = torch.as_tensor(y.tokens), torch.as_tensor(y.lengths)
+        h = model.encode(tokens, lengths)
+        assert torch.equal(model.generate(h, 9)[:, :length], tokens[:, :length])
+        forced = model.decode(h, model.decoder_inputs(tokens)).argmax(-1)
+        assert torch.equal(forced[:, :length], tokens[:, :length])
+        blocks = h.view(300, 8, 16)
+        assert (blocks[:, :length - 1].norm(dim=-1) > 0.99).all() and (blocks[:, length - 1:] == 0).all()
+        # changing token k changes exactly the blocks of bigrams (k-1, k) and (k, k+1)
+        for k in range(length):
+            other = tokens.clone()
+            other[:, k] = (other[:, k] + 1) % 30
+            changed = (model.encode(other, lengths).view(300, 8, 16) != blocks).any(-1).any(0)
+            assert changed.nonzero().flatten().tolist() == [t for t in (k - 1, k) if 0 <= t < length - 1]
+
+
+def test_linear_bigram_succeeds_on_bigram_model():
+    # moving blocks k-1 and k from the source rebuilds y's state exactly
+    summary = _bigram_model_run("linear_bigram")
+    assert summary["exact_match"] >= 0.9, summary
+
+
+def test_linear_unigram_fails_on_bigram_model():
+    # a set I that splits a pair (t in I, t+1 not, or the reverse) leaves block t without y's bigram
+    # code, which decoding y_{t+1} needs; only I = none or all of the 9 positions split no pair (2 in
+    # 512), and replacements equal to y's token (1 in 30) split nothing
+    summary = _bigram_model_run("linear_unigram")
+    assert summary["exact_match"] <= 0.05, summary
+
+
 def test_frozen_gru_is_unchanged_and_checkpoint_resumes(tmp_path):
     torch.manual_seed(0)
     model = RepeatRNN(30, 16).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train = _targets(2_000, 11)
+    train, valid = _targets(2_000, 11), _targets(300, 15, length=9)
     cfg = InterventionConfig(steps=6, batch_size=32, checkpoint_every=3, log_every=3)
     ckpt = tmp_path / "ck.pt"
     for kind in ("linear_bigram", "onion"):
@@ -200,7 +255,10 @@ def test_frozen_gru_is_unchanged_and_checkpoint_resumes(tmp_path):
         whole, _ = train_intervention(model, kind, train, cfg, 0, "cpu", 9)
         assert record["resumed_from"] == 3
         for (name, a), b in zip(resumed.state_dict().items(), whole.state_dict().values()):
-            assert torch.allclose(a, b, atol=1e-6), name
+            assert torch.equal(a, b), name
+        cf = eval_counterfactuals(kind, valid, 0, 30)
+        accuracy = evaluate_intervention(model, resumed, cf, "cpu")
+        assert accuracy == evaluate_intervention(model, whole, cf, "cpu")
         # the finished intervention stays checkpointed: a rerun (a group job retried whole) does no step
         again, record = train_intervention(model, kind, train, cfg, 0, "cpu", 9, ckpt)
         assert record["resumed_from"] == 6 and record["steps_this_run"] == 0 and record["finished"]
@@ -208,6 +266,21 @@ def test_frozen_gru_is_unchanged_and_checkpoint_resumes(tmp_path):
         ckpt.unlink()
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_checkpoint_of_another_frozen_model_is_not_resumed(tmp_path, capsys):
+    torch.manual_seed(0)
+    model, other = RepeatRNN(30, 16), RepeatRNN(30, 16)  # the same shapes, other weights
+    train, ckpt = _targets(2_000, 11), tmp_path / "ck.pt"
+    cfg = InterventionConfig(steps=6, batch_size=32, checkpoint_every=3, log_every=3)
+    train_intervention(model, "onion", train, cfg, 0, "cpu", 9, ckpt, stop_after=3)
+    _, record = train_intervention(model, "onion", train, cfg, 0, "cpu", 9, ckpt, stop_after=3)
+    assert record["resumed_from"] == 3  # the same model resumes
+    capsys.readouterr()
+    _, record = train_intervention(other, "onion", train, cfg, 0, "cpu", 9, ckpt, stop_after=3)
+    err = capsys.readouterr().err
+    assert record["resumed_from"] == 0
+    assert "starting over" in err and "model weights" in err, err
 
 
 def test_cli_writes_json_and_parquet(tmp_path):
@@ -219,12 +292,14 @@ def test_cli_writes_json_and_parquet(tmp_path):
     write_sequences(tmp_path / "train.parquet", _targets(1_000, 12))
     write_sequences(tmp_path / "valid.parquet", _targets(300, 13))
     write_sequences(tmp_path / "das_valid.parquet", _targets(200, 14, length=9))
+    write_sequences(tmp_path / "das_train.parquet", _targets(500, 15, length=9))
     for kind in ("linear_unigram", "onion_control"):
         rc = main(["train-intervention", "--kind", kind, "--model", str(tmp_path / "model.pt"),
                    "--interventions", '{"steps": 3, "batch_size": 16}',
                    "--train-data", str(tmp_path / "train.parquet"),
                    "--valid-data", str(tmp_path / "valid.parquet"),
-                   "--das-valid-data", str(tmp_path / "das_valid.parquet"), "--size", "16", "--seed", "1",
+                   "--das-valid-data", str(tmp_path / "das_valid.parquet"),
+                   "--das-train-data", str(tmp_path / "das_train.parquet"), "--size", "16", "--seed", "1",
                    "--device", "cpu", "--out", str(tmp_path / f"{kind}.json"),
                    "--parameters", str(tmp_path / f"{kind}.parquet")])
         assert rc == 0

@@ -10,8 +10,8 @@ from onion.config import DataConfig
 from onion.data import random_sequences
 from onion.extract import read_states, states_table
 from onion.files import write_parquet
-from onion.probes import (KINDS, OnionProbe, ProbeConfig, evaluate_probe, make_probe, onion_scales,
-                          train_probe)
+from onion.names import PROBE_KINDS
+from onion.probes import OnionProbe, ProbeConfig, evaluate_probe, make_probe, onion_scales, train_probe
 from onion.toymodels import OnionModel, SlotModel
 
 
@@ -33,9 +33,12 @@ def _fit(path, kind, cfg):
 
 def test_onion_probe_reads_the_hand_built_onion_model(tmp_path, small_data_cfg, rng):
     # γ = 0.4 leaves the last of 9 tokens at 0.4^8 ≈ 7e-4 of the first: the peeling must be precise,
-    # which a decaying learning rate gives in a few thousand steps.
+    # which a decaying learning rate gives in a few thousand steps. Weight decay on the probe's
+    # scales (the authors' default) pulls γ, g, β, b towards 0 and costs that precision: at this
+    # budget 0.92 with decay on every parameter (0.956 at 16,000 steps), 0.96 with decay on the
+    # matrices only. The test is about the probe, so it takes the faster of the two.
     path = _states_file(tmp_path, OnionModel(gamma=0.4), small_data_cfg, rng)
-    cfg = ProbeConfig(steps=8000, lr=1e-2, lr_schedule="cosine", log_every=2000)
+    cfg = ProbeConfig(steps=8000, lr=1e-2, lr_schedule="cosine", log_every=2000, weight_decay_on="matrices")
     summary, probe, _ = _fit(path, "onion", cfg)
     assert summary["exact_match"] >= 0.95, summary
     gamma = np.median(onion_scales(probe)["gamma"])
@@ -44,19 +47,19 @@ def test_onion_probe_reads_the_hand_built_onion_model(tmp_path, small_data_cfg, 
 
 def test_linear_probe_reads_the_slot_model(tmp_path, small_data_cfg, rng):
     path = _states_file(tmp_path, SlotModel(), small_data_cfg, rng)
-    summary, _, _ = _fit(path, "linear", ProbeConfig(steps=1500, lr=1e-2, log_every=1000))
+    summary, _, _ = _fit(path, "linear", ProbeConfig(steps=4000, lr=1e-2, log_every=2000))
     assert summary["exact_match"] >= 0.95, summary
 
 
 def test_linear_probe_fails_on_the_onion_model(tmp_path, small_data_cfg, rng):
     # the contrast the paper draws: position magnitudes, not subspaces, defeat a linear read-out
     path = _states_file(tmp_path, OnionModel(gamma=0.4), small_data_cfg, rng)
-    summary, _, _ = _fit(path, "linear", ProbeConfig(steps=1500, lr=1e-2, log_every=1000))
+    summary, _, _ = _fit(path, "linear", ProbeConfig(steps=4000, lr=1e-2, log_every=2000))  # as the slot model
     assert summary["exact_match"] < 0.5
     assert summary["per_position"][0] > 0.95  # the outermost layer is linearly readable
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", PROBE_KINDS)
 def test_probe_shapes_and_loss(kind):
     torch.manual_seed(0)
     probe = make_probe(kind, hidden_size=16, n_symbols=30, max_length=9)
@@ -100,8 +103,9 @@ def test_resume_gives_the_same_probe(tmp_path, small_data_cfg, rng):
     resumed, record = train_probe("gru_autoregressive", h, train, 30, cfg, seed=3, device="cpu",
                                   checkpoint_path=ck)
     assert record["resumed_from"] == 20
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert evaluate_probe(full, h, train, "cpu") == evaluate_probe(resumed, h, train, "cpu")
     # the finished probe stays checkpointed: a rerun (a group job retried whole) does no step
     again, record = train_probe("gru_autoregressive", h, train, 30, cfg, seed=3, device="cpu",
                                 checkpoint_path=ck)
@@ -139,7 +143,8 @@ def test_probe_loop_is_bit_identical_to_a_per_step_loop(kind):
     bit the one a loop drawing and reading back every step trains."""
     from torch.nn.functional import cross_entropy
 
-    from onion.probes import batch_indices, make_probe
+    from onion.probes import make_probe
+    from onion.probes.train import batch_indices
     rng = np.random.default_rng(0)
     h = rng.normal(size=(600, 12)).astype(np.float32)
     data = random_sequences(rng, 600, DataConfig(n_symbols=5, max_length=4, das_length=4))
@@ -147,9 +152,7 @@ def test_probe_loop_is_bit_identical_to_a_per_step_loop(kind):
     ours, _ = train_probe(kind, h, data, 5, cfg, seed=3, device="cpu")
     torch.manual_seed(3)
     ref = make_probe(kind, 12, 5, 4)
-    decay = [p for p in ref.parameters() if p.dim() >= 2]
-    optimizer = torch.optim.AdamW([{"params": decay}, {"params": [p for p in ref.parameters() if p.dim() < 2],
-                                   "weight_decay": 0.0}], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(ref.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)  # decay on all
     states, tokens, lengths = map(torch.as_tensor, (h, data.tokens, data.lengths))
     for step in range(cfg.steps):
         idx = torch.as_tensor(batch_indices(step, 16, 600, 3))

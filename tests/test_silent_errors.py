@@ -72,7 +72,7 @@ def test_a_diverged_run_never_writes_a_checkpoint(tmp_path):
     assert not (tmp_path / "ck.pt").exists()
 
 
-def test_nan_states_stop_the_probe_before_training(tmp_path):
+def test_nan_states_stop_the_probe_before_training(tmp_path, capsys):
     from onion.cli import main
     from onion.extract import states_table
     from onion.files import write_parquet
@@ -82,16 +82,23 @@ def test_nan_states_stop_the_probe_before_training(tmp_path):
     table = states_table(SlotModel(), {"train": random_sequences(rng, 300, cfg),
                                        "valid": random_sequences(rng, 50, cfg)}, "cpu", "autoregressive", 45, 0)
     h = np.stack(table.column("h").to_numpy(zero_copy_only=False)).astype(np.float32)
-    h[[3, 7, 11], 0] = np.nan
+    # NaN in held-out states only: training never sees them, and a prediction from them is still a
+    # token, so without the check the probe would train and report a number
+    assert (table.column("split").to_numpy(zero_copy_only=False)[300:] == "valid").all()
+    h[[303, 307, 311], 0] = np.nan
     import pyarrow as pa
     flat = pa.FixedSizeListArray.from_arrays(pa.array(h.reshape(-1)), h.shape[1])
     table = table.set_column(table.schema.get_field_index("h"), "h", flat)
-    write_parquet(table, tmp_path / "states.parquet")
-    out = tmp_path / "probe.json"
-    rc = main(["train-probe", "--kind", "linear", "--probes", '{"steps": 5}', "--states",
-               str(tmp_path / "states.parquet"), "--device", "cpu", "--out", str(out),
-               "--breakdown", str(tmp_path / "b.parquet")])
-    assert rc == 1 and not out.exists()
+    states = tmp_path / "states.parquet"
+    write_parquet(table, states)
+    out, breakdown, checkpoint = tmp_path / "probe.json", tmp_path / "b.parquet", tmp_path / "probe.pt"
+    rc = main(["train-probe", "--kind", "linear", "--probes", '{"steps": 5}', "--states", str(states),
+               "--device", "cpu", "--out", str(out), "--breakdown", str(breakdown),
+               "--checkpoint", str(checkpoint)])
+    err = capsys.readouterr().err
+    assert rc == 1 and str(states) in err and "NaN" in err and "valid" in err, err
+    assert not out.exists() and not breakdown.exists()
+    assert not checkpoint.exists()  # stopped before training: the last step is always checkpointed
 
 
 def test_json_outputs_are_strict(tmp_path):

@@ -1,8 +1,9 @@
 import pandas as pd
 import pytest
 
-from onion import paper
-from onion.summary import (NOT_REPRODUCED, NOT_TESTABLE, PARTLY, REPRODUCED, claim_no_input_linear,
+from onion.report import paper
+from onion.report.summary import (NOT_REPRODUCED, NOT_TESTABLE, PARTLY, REPRODUCED, claim_learns_task,
+                           claim_linear_only_large, claim_no_input_linear, claim_small_ar_interventions,
                            margin, write_summary)
 
 
@@ -15,6 +16,11 @@ def _interventions(rows):
     """rows: (variant, kind, size, mean) with the paper's own cells beside them."""
     return _table([(v, k, n, m, 0.01, 2, *paper.INTERVENTIONS[v].get(k, {}).get(n, (float("nan"),) * 2))
                    for v, k, n, m in rows], ["variant", "kind"])
+
+
+def _base(rows):
+    """rows: (variant, size, mean) with the paper's own cells beside them."""
+    return _table([(v, n, m, 0.01, 2, *paper.BASE_ACCURACY[v][n]) for v, n, m in rows], ["variant"])
 
 
 def _probes(rows):
@@ -48,6 +54,59 @@ def test_summary_verdicts(tmp_path):
 
 def test_margins_come_from_the_paper():
     assert margin(0.06) == pytest.approx(0.12) and margin(0.0) == 0.05 and margin(float("nan")) == 0.05
+
+
+# Claim 1: the paper has 0.95 ± 0.01 at N = 48 autoregressive (bar 0.90), 1.00 ± 0.00 at N = 128
+# (bar 0.95).
+@pytest.mark.parametrize("n48, n128, verdict", [
+    (0.93, 1.00, REPRODUCED),
+    (0.91, 0.96, REPRODUCED),  # both just above their bars
+    (0.89, 1.00, NOT_REPRODUCED),
+    (0.93, 0.94, NOT_REPRODUCED),
+])
+def test_claim_1_on_both_sides_of_its_bars(n48, n128, verdict):
+    base = _base([("autoregressive", 48, n48), ("autoregressive", 128, n128), ("no_input", 64, 1.0)])
+    result, lines = claim_learns_task(base)
+    assert result == verdict, lines
+    assert any("needs ≥ 0.90" in line for line in lines) and any("needs ≥ 0.95" in line for line in lines)
+
+
+# Claim 2 at N = 64 autoregressive: the paper has linear unigram 0.00 ± 0.00 (at most 0.05), linear
+# bigram 0.01 ± 0.00 (at most 0.06), onion 0.87 ± 0.03 (bar 0.81), γ = 1 control ≈ 0.21 (at most 0.26).
+SMALL_AR = {"linear_unigram": 0.0, "linear_bigram": 0.01, "onion": 0.85, "onion_control": 0.2}
+
+
+@pytest.mark.parametrize("change, verdict", [
+    ({}, REPRODUCED),
+    ({"linear_unigram": 0.04, "linear_bigram": 0.05, "onion": 0.82, "onion_control": 0.25}, REPRODUCED),
+    ({"linear_unigram": 0.5}, NOT_REPRODUCED),  # linear DAS must fail on small autoregressive GRUs
+    ({"linear_bigram": 0.5}, NOT_REPRODUCED),
+    ({"onion": 0.5}, NOT_REPRODUCED),  # ... and the onion intervention succeed
+    ({"onion_control": 0.5}, NOT_REPRODUCED),  # ... thanks to its position-dependent scale
+])
+def test_claim_2_on_both_sides_of_each_criterion(change, verdict):
+    means = {**SMALL_AR, **change}
+    result, lines = claim_small_ar_interventions(
+        _interventions([("autoregressive", kind, 64, mean) for kind, mean in means.items()]))
+    assert result == verdict, lines
+    assert len(lines) == 4 and any("needs ≤ 0.26" in line for line in lines)
+
+
+# Claim 3: linear unigram DAS ≥ 0.9 exactly from N = 512, and bigram ≥ unigram − 0.02 at every size.
+@pytest.mark.parametrize("cells, verdict", [
+    ({64: (0.0, 0.01), 512: (0.95, 1.0)}, REPRODUCED),
+    ({64: (0.0, 0.01), 256: (0.18, 0.97)}, PARTLY),  # no N >= 512: only what can be tested
+    ({64: (0.95, 0.97), 512: (0.95, 1.0)}, NOT_REPRODUCED),  # linear success on a small GRU
+    ({64: (0.0, 0.01), 512: (0.5, 1.0)}, NOT_REPRODUCED),  # no linear success on a large one
+    ({64: (0.3, 0.29), 512: (0.95, 1.0)}, REPRODUCED),  # bigram within 0.02 of unigram
+    ({64: (0.3, 0.1), 512: (0.95, 1.0)}, NOT_REPRODUCED),  # bigram below unigram
+    ({64: (0.3, 0.1), 256: (0.18, 0.97)}, NOT_REPRODUCED),
+])
+def test_claim_3_on_both_sides_of_each_criterion(cells, verdict):
+    interventions = _interventions([("autoregressive", kind, n, mean) for n, pair in cells.items()
+                                    for kind, mean in zip(["linear_unigram", "linear_bigram"], pair)])
+    result, lines = claim_linear_only_large(interventions)
+    assert result == verdict, lines
 
 
 # Claim 5 at N = 64: the paper has no-input linear bigram 0.95 ± 0.06 (bar 0.83), linear probe

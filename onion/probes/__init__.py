@@ -5,12 +5,9 @@ their results.
 """
 
 from onion.probes.modules import FlatProbe, GRUProbe, OnionProbe, make_probe
-from onion.probes.train import (ProbeConfig, evaluate_probe, make_probe_optimizer, predict_probe,
-                                probe_step, run_probe, train_probe)
+from onion.probes.train import (ProbeConfig, evaluate_probe, make_probe_optimizer, onion_scales,
+                                predict_probe, probe_step, run_probe, train_probe)
 
 __all__ = ["FlatProbe", "GRUProbe", "OnionProbe", "ProbeConfig", "evaluate_probe", "make_probe",
-           "make_probe_optimizer", "predict_probe", "probe_step", "run_probe", "train_probe"]
+           "make_probe_optimizer", "onion_scales", "predict_probe", "probe_step", "run_probe", "train_probe"]
 
-# TEMPORARY while tests move
-from onion.names import PROBE_KINDS as KINDS  # noqa
-from onion.probes.train import batch_indices, onion_scales  # noqa

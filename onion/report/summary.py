@@ -210,17 +210,17 @@ def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), setti
         verdict, evidence = results[key]
         lines += [f"## {title}", "", f"**{verdict}.** Criterion: {' '.join(claim.__doc__.split())}", ""]
         lines += [f"- {e}" for e in evidence] + [""]
+    large = max(sizes)
+    lines += ["## 6. Gates: sharp, staggered closing at N = 1024; gradual, synchronous closing at N = 64.",
+              "", f"**{'see the figure' if large >= 1024 else NOT_TESTABLE}.** Judged by eye in "
+              f"`data/figures/fig2_gates.pdf` (smallest and largest size, N = {min(sizes)} and "
+              f"N = {large}); the sharp closing needs N = 1024 in the grid.", ""]
     differences = differences_from_authors(settings or {}, int(base["seeds"].max()))
     lines += ["## Where this run differs from the authors' settings", "",
               "Every setting of this run that is not the authors' (their code; PAPER.md §2–5). A "
               "verdict above may depend on any of them.", ""]
     lines += [f"- {d}" for d in differences] or ["- none"]
     lines += [""]
-    large = max(sizes)
-    lines += ["## 6. Gates: sharp, staggered closing at N = 1024; gradual, synchronous closing at N = 64.",
-              "", f"**{'see the figure' if large >= 1024 else NOT_TESTABLE}.** Judged by eye in "
-              f"`data/figures/fig2_gates.pdf` (smallest and largest size, N = {min(sizes)} and "
-              f"N = {large}); the sharp closing needs N = 1024 in the grid.", ""]
     text = "\n".join(lines + [open(path).read() for path in append])
     with open(out, "w") as f:
         f.write(text)

@@ -1,1 +1,0 @@
-from onion.interventions.counterfactuals import *  # noqa  TEMPORARY shim while tests move

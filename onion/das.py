@@ -1,1 +1,0 @@
-from onion.interventions.das import *  # noqa  TEMPORARY shim while tests move

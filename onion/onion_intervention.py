@@ -1,1 +1,0 @@
-from onion.interventions.onion_intervention import *  # noqa  TEMPORARY shim while tests move

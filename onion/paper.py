@@ -1,1 +1,0 @@
-from onion.report.paper import *  # noqa  TEMPORARY shim while tests move
