@@ -1,6 +1,6 @@
 """Speeds: training and analysis steps per second, concurrent jobs on one device, the paper grid's
-projected wall time (gpu-check's benchmark half), and our training loop against a conventional
-pack_padded_sequence seq2seq loop (`python -m onion benchmark-training`)."""
+projected wall time (gpu-check's benchmark half), and training with nn.GRU on packed batches
+against the unrolled kernel (`python -m onion benchmark-training`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from onion.config import DataConfig, TrainConfig
 from onion.data import SequenceSet, make_datasets, random_sequences
@@ -25,7 +24,9 @@ from onion.model import RepeatRNN
 from onion.names import INTERVENTION_KINDS, PROBE_KINDS
 from onion.probes import ProbeConfig, train_probe
 from onion.runtime import resolve_device, synchronize
-from onion.training import make_optimizer, pack_plan, sequence_loss, sequence_table, train_model, train_step
+from onion.model.unrolled import compiled_loss
+from onion.training import (make_optimizer, packed_batches, padded_batches, train_model, train_step,
+                            unrolled_step)
 
 LOOPS = [("train", "model")] + [("intervention", k) for k in INTERVENTION_KINDS] + \
         [("probe", k) for k in PROBE_KINDS]
@@ -205,75 +206,57 @@ def project(speeds: list[dict], concurrency: list[dict], workers_per_device: dic
     return rows
 
 
-def reference_step(model: RepeatRNN, optimizer, tokens: torch.Tensor, lengths: torch.Tensor):
-    """The usual seq2seq update: packed encoder, packed decoder started from its final state."""
-    cpu_lengths = lengths.cpu()
-    packed = pack_padded_sequence(model.embedding(tokens), cpu_lengths, batch_first=True,
-                                  enforce_sorted=False)
-    _, h = model.rnn(packed)  # [1, B, N], back in the batch's order
-    decoder_in = model.embedding(model.decoder_inputs(tokens))
-    packed = pack_padded_sequence(decoder_in, cpu_lengths, batch_first=True, enforce_sorted=False)
-    out, _ = model.rnn(packed, h)
-    out, _ = pad_packed_sequence(out, batch_first=True)  # [B, max L, N]
-    targets = tokens[:, :out.shape[1]]
-    loss = sequence_loss(model.readout(out), targets, lengths)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
 def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0):
-    """steps/s of train_step and reference_step per size, interleaved in rounds so that both
-    loops see the same machine load. Batches are the paper's (256 sequences, lengths 2-9).
-    Returns a pandas DataFrame, one row per size."""
+    """Model-steps/s of training with today's kernel (nn.GRU on packed batches) and the unrolled
+    one (onion.model.unrolled, compiled) per size, interleaved in rounds on one model each so that
+    both see the same machine load, and the unrolled kernel's compile time (its first step).
+    Batches are the paper's (256 sequences, lengths 2-9). Returns a pandas DataFrame."""
     import pandas as pd  # here: gpu-check runs on images without pandas
     data_cfg, train_cfg = DataConfig(), TrainConfig()
     data = random_sequences(np.random.default_rng(seed), max(steps, 5) * train_cfg.batch_size, data_cfg)
     rows = []
     for size in sizes:
-        elapsed = {"ours": 0.0, "pack_padded_reference": 0.0}
-        for name in elapsed:  # warm-up
-            _time_loop(name, size, data, 5, train_cfg, device)
-        for _ in range(rounds):
-            for name in elapsed:
-                elapsed[name] += _time_loop(name, size, data, steps // rounds,
-                                            train_cfg, device)
-        done = rounds * (steps // rounds)
-        ours, ref = done / elapsed["ours"], done / elapsed["pack_padded_reference"]
+        loops = {kernel: _training_loop(kernel, size, data, train_cfg, device) for kernel in ("packed", "unrolled")}
+        first = {kernel: loop(0, 1) for kernel, loop in loops.items()}  # compilation, for unrolled
+        for kernel, loop in loops.items():
+            loop(1, 5)  # warm-up
+        elapsed = dict.fromkeys(loops, 0.0)
+        per_round = steps // rounds
+        for r in range(rounds):
+            for kernel, loop in loops.items():
+                elapsed[kernel] += loop(5 + r * per_round, 5 + (r + 1) * per_round)
+        done = rounds * per_round
+        packed, fast = done / elapsed["packed"], done / elapsed["unrolled"]
         rows.append({"size": size, "device": str(device), "threads": torch.get_num_threads(),
-                     "steps": done, "ours_steps_per_s": ours, "reference_steps_per_s": ref,
-                     "speedup": ours / ref})
+                     "steps": done, "packed_steps_per_s": packed, "unrolled_steps_per_s": fast,
+                     "speedup": fast / packed, "unrolled_compile_s": first["unrolled"] - first["packed"]})
+        log(f"N={size}: packed {packed:.1f} steps/s, unrolled {fast:.1f} steps/s ({fast / packed:.2f}x; "
+            f"compiled in {rows[-1]['unrolled_compile_s']:.0f} s)")
     return pd.DataFrame(rows)
 
 
-def _time_loop(name, size, data, steps, cfg: TrainConfig, device) -> float:
+def _training_loop(kernel: str, size: int, data: SequenceSet, cfg: TrainConfig, device):
+    """A function timing training steps start..end-1 of a fresh model with `kernel`, as
+    train_model takes them (seconds, device work included)."""
     torch.manual_seed(0)
-    model = RepeatRNN(30, size).to(device)
-    if name == "ours":
-        optimizer = make_optimizer(model.parameters(), cfg)
+    model = RepeatRNN(DATA.n_symbols, size).to(device).train()
+    optimizer = make_optimizer(model.parameters(), cfg)
+    if kernel == "unrolled":
+        rows, loss_fn = padded_batches(model, data, device), compiled_loss()
+        update = lambda batch: unrolled_step(model, optimizer, loss_fn, *batch)  # noqa: E731
+    else:
+        rows = packed_batches(model, data, device)
+        update = lambda batch: train_step(model, optimizer, *batch)  # noqa: E731
 
-        def step_fn(model, optimizer, tokens, lengths):  # the packed path train_model takes
-            inputs, targets = sequence_table(model, tokens, lengths)
-            positions, batch_sizes = pack_plan(np.arange(len(tokens)), lengths.cpu().numpy(), inputs.shape[1])
-            positions = positions.to(tokens.device)
-            return train_step(model, optimizer, inputs.flatten()[positions], targets.flatten()[positions],
-                              batch_sizes)
-    else:  # the plain loop: default (for-each) AdamW
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                      betas=cfg.betas)
-        step_fn = reference_step
-    tokens = torch.as_tensor(data.tokens, device=device)  # [n, T]
-    lengths = torch.as_tensor(data.lengths, device=device)  # [n]
-    batch = cfg.batch_size
-    synchronize(device)
-    start = time.perf_counter()
-    for i in range(steps):
-        start = i * batch % len(data)
-        sl = slice(start, start + batch)
-        step_fn(model, optimizer, tokens[sl], lengths[sl])
-    synchronize(device)
-    return time.perf_counter() - start
+    def timed(start: int, end: int) -> float:
+        synchronize(device)
+        began = time.perf_counter()
+        for step in range(start, end):
+            update(rows(np.arange(step * cfg.batch_size, (step + 1) * cfg.batch_size) % len(data)))
+        synchronize(device)
+        return time.perf_counter() - began
+
+    return timed
 
 
 def run_benchmark_training(sizes, steps: int, device, rounds: int = 4, out=None) -> None:

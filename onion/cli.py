@@ -221,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "migrate-layout", cmd_migrate_layout, "move artifacts of the layout before recurrent "
              "cells under cell=gru/ (nothing retrains)")
     p.add_argument("data_dir", nargs="?", default="data")
-    p = _add(sub, "benchmark-training", cmd_benchmark_training, "steps/s of our training loop vs a "
-             "pack_padded_sequence loop", device=True, sizes={"type": int, "nargs": "+", "default": [48, 64, 128]},
+    p = _add(sub, "benchmark-training", cmd_benchmark_training, "training steps/s of nn.GRU on packed "
+             "batches and of the unrolled kernel", device=True, sizes={"type": int, "nargs": "+", "default": [48, 64, 128]},
              steps={"type": int, "default": 200}, rounds={"type": int, "default": 4}, out={"default": None})
     p.set_defaults(device="cpu", threads=1)
     p = _add(sub, "gpu-check", cmd_gpu_check, "the CUDA path against the CPU, then its speed and the paper "

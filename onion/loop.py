@@ -99,6 +99,7 @@ def optimise(module: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Opt
     `after_step(done)` may evaluate and returns text for the log line. `stop_after` ends the loop
     after that many steps in total, as if the job were killed (tests of resumption). Returns the
     training record: steps, resumed_from, steps_this_run, seconds_this_run, steps_per_second,
+    first_step_seconds (the first step's time, compilation included where a step is compiled),
     final_loss, finished.
     """
     extra_state = {} if extra_state is None else extra_state
@@ -112,10 +113,13 @@ def optimise(module: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Opt
         log(f"resuming from checkpoint {checkpoint_path} at step {start}/{cfg.steps}")
     progress = Progress(cfg.steps, start=start, every=cfg.log_every, label=label, cause=cause)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    began, loss = time.perf_counter(), None
+    began, loss, first_step_seconds = time.perf_counter(), None, None
     for step, batch in batches(start, end):
         loss = update(step, batch)
         done = step + 1
+        if first_step_seconds is None:
+            synchronize(device)
+            first_step_seconds = time.perf_counter() - began
         progress.update(done, loss, after_step(done) if after_step else "")
         # the last step is checkpointed too: a group job retried whole (profiles/slurm) then
         # finishes this analysis at once instead of starting it over
@@ -129,6 +133,7 @@ def optimise(module: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Opt
     seconds = time.perf_counter() - began
     return {"steps": cfg.steps, "resumed_from": start, "steps_this_run": end - start,
             "seconds_this_run": seconds, "steps_per_second": (end - start) / max(seconds, 1e-9),
+            "first_step_seconds": first_step_seconds,
             "final_loss": float(loss) if loss is not None else None, "finished": end == cfg.steps}
 
 

@@ -14,4 +14,5 @@ DAS_TRAIN_SETS = ("own", "model_train")  # linear DAS's targets: its own set (au
 REPLACEMENTS = ("any", "different")  # counterfactual tokens: uniform (authors) or never the original
 PROBE_DECAYS = ("all", "matrices")  # probe weight decay on every parameter (authors) or matrices only
 LR_SCHEDULES = ("constant", "cosine")
+TRAIN_KERNELS = ("packed", "unrolled")  # nn.GRU on packed batches, or onion.model.unrolled (GRU, CPU)
 DEVICES = ("auto", "cpu", "cuda")

@@ -18,6 +18,7 @@ from onion.files import write_json
 from onion.log import log
 from onion.loop import optimise
 from onion.model import RepeatRNN, save_model
+from onion.model.unrolled import compiled_loss, model_tensors
 from onion.runtime import fingerprint
 
 
@@ -115,6 +116,34 @@ def packed_batches(model: RepeatRNN, data: SequenceSet, device):
     return batch
 
 
+def padded_batches(model: RepeatRNN, data: SequenceSet, device):
+    """The sequence table of `data` on `device` with the targets of padding steps (at or after 2L)
+    set to -100, and a function that returns the rows idx [B] (a NumPy array) as (inputs,
+    targets [B, 2T]): the fixed-shape batches of the unrolled kernel (onion.model.unrolled)."""
+    tokens = torch.as_tensor(data.tokens, device=device)
+    lengths = torch.as_tensor(data.lengths, device=device)
+    inputs, targets = sequence_table(model, tokens, lengths)
+    steps = torch.arange(inputs.shape[1], device=device)[None, :]
+    targets = targets.masked_fill(steps >= 2 * lengths[:, None], -100)
+
+    def batch(idx: np.ndarray):
+        rows = torch.from_numpy(idx.astype(np.int64)).to(device, non_blocking=True)
+        return inputs[rows], targets[rows]
+
+    return batch
+
+
+def unrolled_step(model: RepeatRNN, optimizer, loss_fn, inputs: torch.Tensor,
+                  targets: torch.Tensor) -> torch.Tensor:
+    """One teacher-forced update on a padded batch [B, 2T] with the unrolled kernel `loss_fn`
+    (onion.model.unrolled.compiled_loss). Returns the loss, still on the device."""
+    loss = loss_fn(*model_tensors(model), inputs, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train_step(model: RepeatRNN, optimizer, inputs: torch.Tensor, targets: torch.Tensor,
                batch_sizes: torch.Tensor) -> torch.Tensor:
     """One teacher-forced update on a packed batch (see packed_batch_loss). Returns the loss,
@@ -144,10 +173,19 @@ def train_model(model: RepeatRNN, train: SequenceSet, valid: SequenceSet, cfg: T
     optimizer = make_optimizer(model.parameters(), cfg)
     identity = {"model": model.hyperparameters(), "train": dataclasses.asdict(cfg), "seed": seed,
                 "training data": fingerprint(train.tokens, train.lengths)}
-    packed = packed_batches(model, train, device)
+    if cfg.kernel == "unrolled":
+        rows, loss_fn = padded_batches(model, train, device), compiled_loss()
+
+        def update(step: int, batch) -> torch.Tensor:
+            return unrolled_step(model, optimizer, loss_fn, *batch)
+    else:
+        rows = packed_batches(model, train, device)
+
+        def update(step: int, batch) -> torch.Tensor:
+            return train_step(model, optimizer, *batch)
 
     def batches(start: int, end: int):
-        return ((step, packed(batch_indices(step, cfg.batch_size, len(train), seed)))
+        return ((step, rows(batch_indices(step, cfg.batch_size, len(train), seed)))
                 for step in range(start, end))
 
     def evaluate(done: int) -> str:
@@ -157,9 +195,8 @@ def train_model(model: RepeatRNN, train: SequenceSet, valid: SequenceSet, cfg: T
         model.train()
         return f"valid exact match {accuracy:.3f}"
 
-    record = optimise(model, optimizer, cfg, lambda step, batch: train_step(model, optimizer, *batch),
-                      batches, key="model", identity=identity, device=device, label="training step",
-                      cause="train.lr may be too high, or the training data are corrupt",
+    record = optimise(model, optimizer, cfg, update, batches, key="model", identity=identity,
+                      device=device, label="training step", cause="train.lr may be too high, or the training data are corrupt",
                       checkpoint_path=checkpoint_path, stop_after=stop_after, after_step=evaluate)
     model.eval()
     return record
