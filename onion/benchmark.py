@@ -21,7 +21,7 @@ from onion.data import SequenceSet, make_datasets, random_sequences
 from onion.interventions import InterventionConfig, train_intervention
 from onion.log import log
 from onion.model import RepeatRNN
-from onion.names import INTERVENTION_KINDS, PROBE_KINDS
+from onion.names import INTERVENTION_KINDS, PROBE_KINDS, TRAIN_KERNELS
 from onion.probes import ProbeConfig, train_probe
 from onion.runtime import resolve_device, synchronize
 from onion.model.unrolled import compiled_loss
@@ -216,7 +216,7 @@ def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0
     data = random_sequences(np.random.default_rng(seed), max(steps, 5) * train_cfg.batch_size, data_cfg)
     rows = []
     for size in sizes:
-        loops = {kernel: _training_loop(kernel, size, data, train_cfg, device) for kernel in ("packed", "unrolled")}
+        loops = {kernel: _training_loop(kernel, size, data, train_cfg, device) for kernel in TRAIN_KERNELS}
         first = {kernel: loop(0, 1) for kernel, loop in loops.items()}  # compilation, for unrolled
         for kernel, loop in loops.items():
             loop(1, 5)  # warm-up

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from onion.names import CELLS, INTERVENTION_KINDS, PROBE_KINDS, VARIANTS
+from onion.names import CELLS, DEVICES, INTERVENTION_KINDS, PROBE_KINDS, VARIANTS
 
 
 def _json_arg(text: str) -> dict:
@@ -94,15 +94,14 @@ def cmd_table_cells(args) -> None:
 
 
 def cmd_summary(args) -> None:
-    from onion.log import log
-    from onion.report.summary import write_summary
-    write_summary(args.base, args.interventions, args.probes, args.out, args.append, args.settings)
-    log(f"wrote {args.out}")
+    from onion.report.summary import run_summary
+    run_summary(args.base, args.interventions, args.probes, args.out, args.append, args.settings)
 
 
 def cmd_figure(args) -> None:
     from onion.report.figures import run_figure
-    run_figure(args.figure, args.inputs, [args.pdf, args.png], args.channels, args.size, args.variant)
+    run_figure(args.figure, args.inputs, [args.pdf, args.png], args.channels, args.size, args.variant,
+               args.text)
 
 
 def cmd_figure_interventions(args) -> None:
@@ -154,7 +153,7 @@ def _add(sub, name: str, func, help: str, *arguments: str, configs: tuple = (), 
         p.add_argument("--size", type=int, required=True)
         p.add_argument("--seed", type=int, default=0)
     if device:
-        p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        p.add_argument("--device", default="auto", help=", ".join(DEVICES))
         p.add_argument("--threads", type=int, default=None, help="PyTorch threads")
     if table:  # where a table goes
         for fmt in ("--md", "--csv", "--tex"):
@@ -209,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "figure", cmd_figure, "Fig. 2 (gates), Fig. 5 (gates-all) or Fig. 4 (probes)", "--pdf",
              "--png", inputs={"nargs": "+", "required": True},
              channels={"type": int, "default": 64}, size={"type": int, "default": 64},
-             variant={"default": "autoregressive", "choices": VARIANTS})
+             variant={"default": "autoregressive", "choices": VARIANTS},
+             text={"default": "ab1cadf2", "help": "gates: the input shown (one of extract.texts)"})
     p.add_argument("figure", choices=["gates", "gates-all", "probes"])
     p = _add(sub, "figure-interventions", cmd_figure_interventions, "a figure from intervention parameter "
              "files", "--out", parameters={"nargs": "+", "required": True},

@@ -52,10 +52,6 @@ class SequenceSet:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def keys(self) -> np.ndarray:
-        """One int64 per sequence, equal iff (length, tokens) are equal."""
-        return sequence_keys(self.tokens, self.lengths, int(self.tokens.max(initial=0)) + 1)
-
 
 def sequence_keys(tokens: np.ndarray, lengths: np.ndarray, base: int) -> np.ndarray:
     """Injective int64 key of (length, tokens[:length]) for tokens < base."""

@@ -15,7 +15,7 @@ Two files per model, each from its own job:
 
 Vectors are stored as fixed-size lists of float32 (one cell per row holds all N channels), which
 keeps N = 1024 at a few columns: pandas reads them as arrays per row (np.stack the column), DuckDB
-as lists (h[1] is channel 0), pyarrow as FixedSizeListArray (`vectors()`).
+as lists (h[1] is channel 0), pyarrow as FixedSizeListArray (`onion.files.vectors()`).
 """
 
 from __future__ import annotations

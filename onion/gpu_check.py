@@ -35,8 +35,8 @@ CPU_DEFAULTS = {"sizes": [16, 32], "steps": 5, "jobs": [1, 2], "concurrency_size
 
 def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0):
     """Loss and gradients of one batch of `loop`/`kind`, every module initialised on the CPU and
-    every random draw made there, then moved to `device`. Interventions and probes run in eval
-    mode (no Gumbel noise), so both devices compute the same function."""
+    every random draw made there, then moved to `device`. Interventions run in eval mode (no
+    Gumbel noise) and probes draw nothing, so both devices compute the same function."""
     torch.manual_seed(seed)
     model = RepeatRNN(DATA.n_symbols, setup.size)
     model.load_state_dict(setup.model.state_dict())

@@ -7,7 +7,9 @@ schema's enums equal these lists.
 VARIANTS = ("autoregressive", "no_input")  # decoder inputs after SOS: previous token, or none
 CELLS = ("gru", "lstm", "rnn_tanh")  # recurrent cells (the paper: gru)
 INTERVENTION_KINDS = ("linear_unigram", "linear_bigram", "onion", "onion_control")  # paper's order
+ONION_INTERVENTION_KINDS = ("onion", "onion_control")  # the learned scale, and its γ = 1 control
 PROBE_KINDS = ("linear", "mlp", "onion", "gru_autoregressive", "gru_no_input")  # paper's order
+GRU_PROBE_KINDS = ("gru_autoregressive", "gru_no_input")  # a fresh GRU decoder started from h_L
 LINEAR_INTERVENTION_KINDS = ("linear_unigram", "linear_bigram")  # trained on length-9 targets
 TRAIN_SAMPLINGS = ("distinct", "iid")  # training set: distinct sequences (authors) or with repeats
 DAS_TRAIN_SETS = ("own", "model_train")  # linear DAS's targets: its own set (authors) or the model's

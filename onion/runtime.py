@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from onion.log import log
+from onion.names import DEVICES
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -17,7 +18,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available")
     if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu or cuda")
+        raise ValueError(f"unknown device {name!r}; expected one of {DEVICES}")
     if name == "cuda":
         slot, index = claim_gpu(torch.cuda.device_count())
         torch.cuda.set_device(index)
@@ -105,8 +106,3 @@ def fingerprint(*arrays) -> str:
         digest.update(f"{array.dtype}{array.shape}".encode())
         digest.update(array.data)
     return digest.hexdigest()
-
-
-def module_fingerprint(module: torch.nn.Module) -> str:
-    """A content hash of a module's weights and buffers."""
-    return fingerprint(*module.state_dict().values())

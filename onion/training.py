@@ -1,4 +1,4 @@
-"""Training the repeat-task GRU: the paper's AdamW schedule, resumable checkpoints, metrics."""
+"""Training the repeat model (GRU, LSTM or tanh RNN): the paper's AdamW schedule, resumable checkpoints, metrics."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-from onion.config import DataConfig, TrainConfig
+from onion.config import DataConfig, OptimConfig, TrainConfig
 from onion.data import SequenceSet, read_sequences
 from onion.evaluation import evaluate_model
 from onion.files import write_json
@@ -155,7 +155,7 @@ def train_step(model: RepeatRNN, optimizer, inputs: torch.Tensor, targets: torch
     return loss.detach()
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     """The paper's AdamW; as PyTorch's fused kernel (same update, fewer operations)."""
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas),
                              fused=True)

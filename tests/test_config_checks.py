@@ -48,6 +48,10 @@ def test_the_shipped_config_is_valid():
     ({"grids.default.probes.lr": float("nan")}, "grids.default.probes.lr", "not a finite number"),
     ({"grid": "huge"}, "grid", "not one of the grids"),
     ({"data.min_length": 5, "data.max_length": 4}, "data.min_length", "exceeds max_length"),
+    ({"data.n_das_train": 20_000_000_000_000}, "data.n_das_train", "greater than the maximum"),
+    ({"data.n_das_train": 9_000_000, "data.das_length": 4, "extract.texts": ["ab1c"]}, "data.n_das_train",
+     "do not exist outside the linear-DAS validation set"),
+    ({"grid": "cells", "train.kernel": "unrolled"}, "train.kernel", "has lstm, rnn_tanh"),
 ])
 def test_each_rule_names_its_key(changes, key, words):
     problems = config_problems(_with(changes), SCHEMA)

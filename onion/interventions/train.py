@@ -25,7 +25,7 @@ from onion.interventions.onion_intervention import OnionIntervention
 from onion.log import log
 from onion.loop import each_step, optimise
 from onion.model import load_model
-from onion.names import INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, REPLACEMENTS
+from onion.names import INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, ONION_INTERVENTION_KINDS, REPLACEMENTS
 from onion.runtime import fingerprint
 from onion.training import make_optimizer, sequence_loss
 
@@ -47,7 +47,7 @@ class InterventionConfig(OptimConfig):
 def make_intervention(kind: str, n_symbols: int, hidden_size: int, max_length: int) -> torch.nn.Module:
     if kind in LINEAR_INTERVENTION_KINDS:
         return LinearDAS(hidden_size, n_variables(kind, max_length))
-    if kind in ("onion", "onion_control"):
+    if kind in ONION_INTERVENTION_KINDS:
         return OnionIntervention(n_symbols, hidden_size, control=kind == "onion_control")
     raise ValueError(f"unknown intervention kind {kind!r}; expected one of {INTERVENTION_KINDS}")
 

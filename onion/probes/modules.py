@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from onion.names import PROBE_KINDS
+from onion.names import GRU_PROBE_KINDS, PROBE_KINDS
 from onion.training import sequence_loss
 
 
@@ -128,6 +128,6 @@ def make_probe(kind: str, hidden_size: int, n_symbols: int, max_length: int) -> 
         return FlatProbe(hidden_size, n_symbols, max_length, mlp=True)
     if kind == "onion":
         return OnionProbe(hidden_size, n_symbols, max_length)
-    if kind in ("gru_autoregressive", "gru_no_input"):
+    if kind in GRU_PROBE_KINDS:
         return GRUProbe(hidden_size, n_symbols, max_length, autoregressive=kind == "gru_autoregressive")
     raise ValueError(f"unknown probe kind {kind!r}; expected one of {PROBE_KINDS}")

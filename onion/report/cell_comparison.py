@@ -1,7 +1,7 @@
 """Beyond the paper: every intervention and probe per recurrent cell (GRU, LSTM, tanh RNN), and
 whether each cell shows the onion signature.
 
-The signature, by the same bands the summary applies to the GRU (onion.summary): at a size the
+The signature, by the same bands the summary applies to the GRU (onion.report.summary): at a size the
 paper reports, linear unigram and bigram DAS and the linear probe are *low* (at most the paper's
 autoregressive-GRU mean + max(2 s.d., 0.05)) while the onion intervention and the onion probe are
 *high* (at least the paper's mean − max(2 s.d., 0.05)). A cell that did not learn the task (base

@@ -88,7 +88,7 @@ def figure_probes(results: pd.DataFrame, outputs, size: int = 64, variant: str =
     ref = [paper.PROBES.get((k, variant), {}).get(size, (np.nan, np.nan)) for k in kinds]
     ax.errorbar(x, [r[0] for r in ref], yerr=[r[1] for r in ref], fmt="D", color="black",
                 capsize=3, label="paper")
-    ax.set_xticks(x, [PROBE_LABELS[k] for k in kinds])
+    ax.set_xticks(x, [PROBE_LABELS.get(k, k) for k in kinds])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("exact match")
     seeds = int(stats["count"].max())
@@ -98,15 +98,16 @@ def figure_probes(results: pd.DataFrame, outputs, size: int = 64, variant: str =
 
 
 def run_figure(figure: str, inputs: list, outputs: list, channels: int = 64, size: int = 64,
-               variant: str = "autoregressive") -> None:
+               variant: str = "autoregressive", text: str = "ab1cadf2") -> None:
     """Fig. 2 ("gates": inputs = trajectories of the smallest, then the largest model), Fig. 5
-    ("gates-all": one trajectories file) or Fig. 4 ("probes": probe result JSON files)."""
+    ("gates-all": one trajectories file), both on the input `text` (one of extract.texts), or
+    Fig. 4 ("probes": probe result JSON files)."""
     from onion.log import log
     from onion.report.tables import read_metrics
     if figure == "gates":
-        figure_gates(inputs[-1], inputs[0], outputs, channels)
+        figure_gates(inputs[-1], inputs[0], outputs, channels, text)
     elif figure == "gates-all":
-        figure_all_channels(inputs[0], outputs)
+        figure_all_channels(inputs[0], outputs, text)
     else:
         figure_probes(read_metrics(inputs), outputs, size, variant)
     log(f"wrote {' and '.join(map(str, outputs))}")

@@ -225,3 +225,10 @@ def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), setti
     with open(out, "w") as f:
         f.write(text)
     return text
+
+
+def run_summary(base_csv, interventions_csv, probes_csv, out, append=(), settings=None) -> None:
+    """The write_summary job (write_summary, then a log line)."""
+    from onion.log import log
+    write_summary(base_csv, interventions_csv, probes_csv, out, append, settings)
+    log(f"wrote {out}")

@@ -5,7 +5,7 @@ import sys
 
 from snakemake.utils import validate
 
-from onion.names import CELLS as CELL_NAMES, INTERVENTION_KINDS, PROBE_KINDS, VARIANTS
+from onion.names import CELLS as CELL_NAMES, INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, PROBE_KINDS, VARIANTS
 
 
 def check_config(config, schema_path):

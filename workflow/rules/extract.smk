@@ -1,4 +1,4 @@
-# Hidden states and gates of each trained GRU to Parquet (PAPER.md §3, §5, §6); schema in README.md.
+# Hidden states and gates of each trained model to Parquet (PAPER.md §3, §5, §6); schema in README.md.
 
 
 rule extract_trajectories:

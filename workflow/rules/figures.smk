@@ -22,13 +22,14 @@ rule figure_gates:
         ),
     params:
         channels=64,
+        text=settings("extract")["texts"][0],
     conda:
         "../envs/onion.yaml"
     log:
         "data/logs/figure_gates.log",
     shell:
         "python -m onion figure gates --inputs {input.small} {input.large} "
-        "--channels {params.channels} --pdf {output.pdf} --png {output.png} > {log} 2>&1"
+        "--channels {params.channels} --text {params.text} --pdf {output.pdf} --png {output.png} > {log} 2>&1"
 
 
 rule figure_probes:
@@ -65,10 +66,12 @@ rule figure_gates_all_channels:
             caption="../report/fig5_gates_all_channels.rst",
             category="Figures",
         ),
+    params:
+        text=settings("extract")["texts"][0],
     conda:
         "../envs/onion.yaml"
     log:
         "data/logs/figure_gates_all_channels.log",
     shell:
-        "python -m onion figure gates-all --inputs {input} "
+        "python -m onion figure gates-all --inputs {input} --text {params.text} "
         "--pdf {output.pdf} --png {output.png} > {log} 2>&1"

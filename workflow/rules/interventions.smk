@@ -1,4 +1,4 @@
-# Interventions on the frozen GRUs' final state (PAPER.md §4): Tables 2 and 5 and two figures.
+# Interventions on the frozen models' final state (PAPER.md §4): Tables 2 and 5 and two figures.
 
 
 localrules:
@@ -88,7 +88,7 @@ rule figure_onion_scales:
 
 rule figure_das_budget:
     input:
-        parameters=intervention_paths("parquet", kinds=["linear_unigram", "linear_bigram"], cells=["gru"]),
+        parameters=intervention_paths("parquet", kinds=LINEAR_INTERVENTION_KINDS, cells=["gru"]),
     output:
         report(
             "data/figures/intervention_das_budget.pdf",
