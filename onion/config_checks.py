@@ -46,6 +46,13 @@ def grid_settings(config: dict, section: str) -> dict:
     return {**config.get(section, {}), **config["grids"][config["grid"]].get(section, {})}
 
 
+def kind_settings(config: dict, section: str, kind: str) -> dict:
+    """The settings of one intervention or probe `kind` ("interventions" or "probes" section): the
+    grid's settings with its `<section>_by_kind` overrides for that kind applied."""
+    by_kind = config["grids"][config["grid"]].get(f"{section}_by_kind", {})
+    return {**grid_settings(config, section), **by_kind.get(kind, {})}
+
+
 def _data_problems(data: dict) -> list[str]:
     problems = []
     low, high, n_symbols = data["min_length"], data["max_length"], data["n_symbols"]
@@ -137,6 +144,9 @@ def grid_overrides(config: dict) -> list[str]:
             top = config.get(section, {}).get(key)
             if top != value:
                 lines.append(f"{section}.{key} = {value!r} (grid '{config['grid']}'; top level: {top!r})")
+        for kind, values in grid.get(f"{section}_by_kind", {}).items():
+            lines += [f"{section}[{kind}].{key} = {value!r} (grid '{config['grid']}', {kind} only)"
+                      for key, value in values.items()]
     return lines
 
 

@@ -88,3 +88,5 @@ def test_the_summary_lists_every_departure_from_the_authors():
                      "2 seeds per entry (the authors: 5)"):
         assert any(line.startswith(expected) for line in lines), expected
     assert len(lines) == 10
+    by_kind = differences_from_authors({**authors, "probes_by_kind": {"gru_no_input": {"steps": 20000, "lr": 0.001}}}, 5)
+    assert by_kind == ["probes[gru_no_input].steps = 20000, for the gru_no_input kind only (the authors: 60000)"]

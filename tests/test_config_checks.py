@@ -52,12 +52,26 @@ def test_the_shipped_config_is_valid():
     ({"data.n_das_train": 9_000_000, "data.das_length": 4, "extract.texts": ["ab1c"]}, "data.n_das_train",
      "do not exist outside the linear-DAS validation set"),
     ({"grid": "cells", "train.kernel": "unrolled"}, "train.kernel", "has lstm, rnn_tanh"),
+    ({"grids.default.probes_by_kind": {"gru_decoder": {"steps": 10}}}, "grids.default.probes_by_kind",
+     "'gru_decoder' is not one of"),
+    ({"grids.default.probes_by_kind": {"mlp": {"stepz": 10}}}, "grids.default.probes_by_kind.mlp",
+     "Additional properties"),
 ])
 def test_each_rule_names_its_key(changes, key, words):
     problems = config_problems(_with(changes), SCHEMA)
     assert any(f"'{key}'" in p and words in p for p in problems), problems
 
 
+def test_per_kind_settings_override_the_grids_for_that_kind_only():
+    from onion.config_checks import kind_settings
+    config = _with({"grids.default.probes_by_kind": {"gru_no_input": {"steps": 20000, "lr_schedule": "constant"}}})
+    assert config_problems(config, SCHEMA) == []
+    assert kind_settings(config, "probes", "gru_no_input")["steps"] == 20000
+    assert kind_settings(config, "probes", "gru_no_input")["lr"] == 0.03  # the grid's, unchanged
+    assert kind_settings(config, "probes", "mlp")["steps"] == 6000
+    assert kind_settings(config, "interventions", "onion") == {**CONFIG["interventions"],
+                                                               **CONFIG["grids"]["default"]["interventions"]}
+    assert "probes[gru_no_input].steps = 20000 (grid 'default', gru_no_input only)" in grid_overrides(config)
 def test_cuda_without_cuda_is_rejected_only_where_it_is_checked():
     config = _with({"device": "cuda"})
     problems = config_problems(config, SCHEMA, cuda_available=lambda: False)

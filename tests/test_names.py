@@ -29,8 +29,9 @@ def _enums(node, path=""):
 def test_schema_enums_are_the_package_lists():
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     by_name = {}
-    for path, enum in _enums(schema).items():
-        by_name.setdefault(path.removesuffix(".items").rsplit(".", 1)[-1], set()).add(enum)
+    for path, enum in _enums(schema).items():  # propertyNames are named by their mapping
+        name = path.removesuffix(".items").removesuffix(".propertyNames").rsplit(".", 1)[-1]
+        by_name.setdefault(name, set()).add(enum)
     assert by_name.pop("cells") == {names.CELLS}
     assert by_name.pop("variants") == {names.VARIANTS}
     assert by_name.pop("train_sampling") == {names.TRAIN_SAMPLINGS}
@@ -40,6 +41,8 @@ def test_schema_enums_are_the_package_lists():
     assert by_name.pop("replacement") == {names.REPLACEMENTS}
     assert by_name.pop("weight_decay_on") == {names.PROBE_DECAYS}
     assert by_name.pop("kernel") == {names.TRAIN_KERNELS}
+    assert by_name.pop("interventions_by_kind") == {names.INTERVENTION_KINDS}
+    assert by_name.pop("probes_by_kind") == {names.PROBE_KINDS}
     assert not by_name, f"enums without a list in onion.names: {by_name}"
 
 

@@ -158,10 +158,16 @@ def contrast_verdict(small_ar_interventions: str, small_ar_probes: str, no_input
 
 def differences_from_authors(settings: dict, seeds: int) -> list[str]:
     """One line per setting of this run (config sections data, train, interventions, probes, with
-    the grid's overrides) that differs from the authors' (paper.AUTHORS_SETTINGS), and the seeds."""
+    the grid's overrides, and the per-kind ones of `interventions_by_kind` and `probes_by_kind`)
+    that differs from the authors' (paper.AUTHORS_SETTINGS), and the seeds."""
     lines = [f"{section}.{key} = {settings.get(section, {}).get(key)!r} (the authors: {value!r})"
              for section, values in paper.AUTHORS_SETTINGS.items() for key, value in values.items()
              if settings.get(section, {}).get(key, value) != value]
+    lines += [f"{section}[{kind}].{key} = {value!r}, for the {kind} kind only (the authors: "
+              f"{paper.AUTHORS_SETTINGS[section].get(key)!r})"
+              for section in ("interventions", "probes")
+              for kind, values in settings.get(f"{section}_by_kind", {}).items()
+              for key, value in values.items() if paper.AUTHORS_SETTINGS[section].get(key) != value]
     if seeds < paper.SEEDS:
         lines.append(f"{seeds} seed{'s' if seeds > 1 else ''} per entry (the authors: {paper.SEEDS})")
     return lines

@@ -91,6 +91,14 @@ def settings(section):
     return grid_settings(config, section)
 
 
+def analysis_settings(section):
+    """A function of a job's wildcards: its kind's settings of `section` ("interventions" or
+    "probes"), the grid's `<section>_by_kind` overrides applied, as one JSON argument."""
+    from onion.config_checks import kind_settings
+
+    return lambda wildcards: as_json_arg(kind_settings(config, section, wildcards.kind))
+
+
 def as_json_arg(values):
     """A dict as one shell-quoted JSON argument for `python -m onion`."""
     return shlex.quote(json.dumps(values, sort_keys=True))
@@ -134,8 +142,12 @@ def steps_runtime(section, base):
     data, evaluation) plus twice the estimated stepping time, times the attempt."""
 
     def runtime(wildcards, attempt):
+        from onion.config_checks import kind_settings
+
         rate = GPU_STEPS_PER_SECOND if uses_cuda() else cpu_steps_per_second(int(wildcards.size))
-        return attempt * int(base + 2 * settings(section)["steps"] / rate / 60)
+        steps = kind_settings(config, section, wildcards.kind)["steps"] if "kind" in wildcards.keys() \
+            else settings(section)["steps"]
+        return attempt * int(base + 2 * steps / rate / 60)
 
     return runtime
 

@@ -21,7 +21,7 @@ rule train_intervention:
         kind="|".join(INTERVENTION_KINDS),
     params:
         data=as_json_arg(config["data"]),
-        interventions=as_json_arg(settings("interventions")),
+        interventions=analysis_settings("interventions"),
         device=config["device"],
         checkpoint=f"data/checkpoints/{MODEL_KEY}/intervention-{{kind}}.pt",
     conda:

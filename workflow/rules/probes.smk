@@ -15,7 +15,7 @@ rule train_probe:
         kind="|".join(PROBE_KINDS),
     params:
         data=as_json_arg(config["data"]),
-        probes=as_json_arg(settings("probes")),
+        probes=analysis_settings("probes"),
         device=config["device"],
         checkpoint=f"data/checkpoints/{MODEL_KEY}/probe-{{kind}}.pt",
     conda:

@@ -33,7 +33,11 @@ rule write_summary:
     output:
         report("data/summary.md", caption="../report/summary.rst", category="Summary"),
     params:
-        settings=as_json_arg({s: settings(s) for s in ("train", "interventions", "probes")} | {"data": config["data"]}),
+        settings=as_json_arg(
+            {s: settings(s) for s in ("train", "interventions", "probes")}
+            | {f"{s}_by_kind": GRID.get(f"{s}_by_kind", {}) for s in ("interventions", "probes")}
+            | {"data": config["data"]}
+        ),
     conda:
         "../envs/onion.yaml"
     log:
