@@ -168,3 +168,13 @@ def test_sizes_the_paper_lacks_are_not_in_the_paper(tmp_path):
     text = write_summary(tmp_path / "b.csv", tmp_path / "i.csv", tmp_path / "p.csv", tmp_path / "s.md")
     assert "not in the paper" in text and "nan" not in text
     assert NOT_REPRODUCED not in text
+
+
+def test_a_no_input_shortfall_on_the_distinct_set_names_the_measured_cause(tmp_path):
+    _base([("no_input", 64, 0.99)]).to_csv(tmp_path / "b.csv")
+    _interventions([("no_input", "linear_bigram", 64, 0.83), ("no_input", "onion", 64, 0.41)]).to_csv(tmp_path / "i.csv")
+    _probes([("linear", "no_input", 64, 0.75)]).to_csv(tmp_path / "p.csv")
+    args = (tmp_path / "b.csv", tmp_path / "i.csv", tmp_path / "p.csv", tmp_path / "s.md", ())
+    text = write_summary(*args, {"data": {"train_sampling": "distinct"}})
+    assert "`data.train_sampling: iid`" in text and f"**{NOT_REPRODUCED}.**" in text
+    assert "`data.train_sampling: iid`" not in write_summary(*args, {"data": {"train_sampling": "iid"}})
