@@ -24,9 +24,7 @@ from onion.model import RepeatRNN
 from onion.names import INTERVENTION_KINDS, PROBE_KINDS, TRAIN_KERNELS
 from onion.probes import ProbeConfig, train_probe
 from onion.runtime import resolve_device, synchronize
-from onion.model.unrolled import compiled_loss
-from onion.training import (make_optimizer, packed_batches, padded_batches, train_model, train_step,
-                            unrolled_step)
+from onion.training import make_optimizer, train_model, training_kernel
 
 LOOPS = [("train", "model")] + [("intervention", k) for k in INTERVENTION_KINDS] + \
         [("probe", k) for k in PROBE_KINDS]
@@ -240,13 +238,7 @@ def _training_loop(kernel: str, size: int, data: SequenceSet, cfg: TrainConfig, 
     train_model takes them (seconds, device work included)."""
     torch.manual_seed(0)
     model = RepeatRNN(DATA.n_symbols, size).to(device).train()
-    optimizer = make_optimizer(model.parameters(), cfg)
-    if kernel == "unrolled":
-        rows, loss_fn = padded_batches(model, data, device), compiled_loss()
-        update = lambda batch: unrolled_step(model, optimizer, loss_fn, *batch)  # noqa: E731
-    else:
-        rows = packed_batches(model, data, device)
-        update = lambda batch: train_step(model, optimizer, *batch)  # noqa: E731
+    rows, update = training_kernel(kernel, model, make_optimizer(model.parameters(), cfg), data, device)
 
     def timed(start: int, end: int) -> float:
         synchronize(device)

@@ -66,6 +66,15 @@ class Progress:
         return total / max(self.count, 1)
 
 
+def apply_update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+    """One optimiser step on `loss` (gradients zeroed first); returns the loss, still on its device,
+    so that no step waits for the GPU (Progress reads losses back at log steps only)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def load_checkpoint(path, identity: dict, device) -> dict | None:
     """The checkpoint at `path` if it exists and was made for the same `identity`, else None
     (and a log line that names what differs)."""

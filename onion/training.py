@@ -16,7 +16,7 @@ from onion.data import SequenceSet, read_sequences
 from onion.evaluation import evaluate_model
 from onion.files import write_json
 from onion.log import log
-from onion.loop import optimise
+from onion.loop import apply_update, optimise
 from onion.model import RepeatRNN, save_model
 from onion.model.unrolled import compiled_loss, model_tensors
 from onion.runtime import fingerprint
@@ -138,10 +138,7 @@ def unrolled_step(model: RepeatRNN, optimizer, loss_fn, inputs: torch.Tensor,
     """One teacher-forced update on a padded batch [B, 2T] with the unrolled kernel `loss_fn`
     (onion.model.unrolled.compiled_loss). Returns the loss, still on the device."""
     loss = loss_fn(*model_tensors(model), inputs, targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+    return apply_update(optimizer, loss)
 
 
 def train_step(model: RepeatRNN, optimizer, inputs: torch.Tensor, targets: torch.Tensor,
@@ -149,10 +146,18 @@ def train_step(model: RepeatRNN, optimizer, inputs: torch.Tensor, targets: torch
     """One teacher-forced update on a packed batch (see packed_batch_loss). Returns the loss,
     still on the device."""
     loss = packed_batch_loss(model, inputs, targets, batch_sizes)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+    return apply_update(optimizer, loss)
+
+
+def training_kernel(kernel: str, model: RepeatRNN, optimizer, data: SequenceSet, device):
+    """How a training step runs with train.kernel `kernel`: (rows, update), where rows(idx) gathers
+    the batch of examples idx [B] (a NumPy array) and update(batch) takes one step on it, returning
+    the loss on the device. "packed": nn.GRU on packed batches; "unrolled": onion.model.unrolled."""
+    if kernel == "unrolled":
+        loss_fn = compiled_loss()
+        return (padded_batches(model, data, device),
+                lambda batch: unrolled_step(model, optimizer, loss_fn, *batch))
+    return packed_batches(model, data, device), lambda batch: train_step(model, optimizer, *batch)
 
 
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -173,16 +178,7 @@ def train_model(model: RepeatRNN, train: SequenceSet, valid: SequenceSet, cfg: T
     optimizer = make_optimizer(model.parameters(), cfg)
     identity = {"model": model.hyperparameters(), "train": dataclasses.asdict(cfg), "seed": seed,
                 "training data": fingerprint(train.tokens, train.lengths)}
-    if cfg.kernel == "unrolled":
-        rows, loss_fn = padded_batches(model, train, device), compiled_loss()
-
-        def update(step: int, batch) -> torch.Tensor:
-            return unrolled_step(model, optimizer, loss_fn, *batch)
-    else:
-        rows = packed_batches(model, train, device)
-
-        def update(step: int, batch) -> torch.Tensor:
-            return train_step(model, optimizer, *batch)
+    rows, step_on = training_kernel(cfg.kernel, model, optimizer, train, device)
 
     def batches(start: int, end: int):
         return ((step, rows(batch_indices(step, cfg.batch_size, len(train), seed)))
@@ -195,8 +191,9 @@ def train_model(model: RepeatRNN, train: SequenceSet, valid: SequenceSet, cfg: T
         model.train()
         return f"valid exact match {accuracy:.3f}"
 
-    record = optimise(model, optimizer, cfg, update, batches, key="model", identity=identity,
-                      device=device, label="training step", cause="train.lr may be too high, or the training data are corrupt",
+    record = optimise(model, optimizer, cfg, lambda step, batch: step_on(batch), batches, key="model",
+                      identity=identity, device=device, label="training step",
+                      cause="train.lr may be too high, or the training data are corrupt",
                       checkpoint_path=checkpoint_path, stop_after=stop_after, after_step=evaluate)
     model.eval()
     return record

@@ -23,7 +23,7 @@ from onion.interventions.counterfactuals import (Counterfactuals, make_counterfa
 from onion.interventions.das import LinearDAS
 from onion.interventions.onion_intervention import OnionIntervention
 from onion.log import log
-from onion.loop import each_step, optimise
+from onion.loop import apply_update, each_step, optimise
 from onion.model import load_model
 from onion.names import INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, ONION_INTERVENTION_KINDS, REPLACEMENTS
 from onion.runtime import fingerprint
@@ -83,10 +83,7 @@ def intervention_step(model, intervention, optimizer, kind: str, tokens: torch.T
     h = intervention(model, batch)  # [B, N]
     logits = model.decode(h, model.decoder_inputs(batch["target"]))  # [B, T, V]
     loss = sequence_loss(logits, batch["target"], batch["lengths"]) + intervention.regularizer()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+    return apply_update(optimizer, loss)
 
 
 def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionConfig, seed: int,

@@ -20,7 +20,7 @@ from onion.evaluation import accuracy_summary
 from onion.extract import read_states
 from onion.files import write_json, write_parquet
 from onion.log import log
-from onion.loop import optimise
+from onion.loop import apply_update, optimise
 from onion.names import LR_SCHEDULES, PROBE_DECAYS
 from onion.probes.modules import OnionProbe, make_probe
 from onion.runtime import fingerprint
@@ -83,10 +83,7 @@ def probe_step(probe, optimizer, h: torch.Tensor, tokens: torch.Tensor, lengths:
     loss = probe.loss(h, tokens, lengths)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+    return apply_update(optimizer, loss)
 
 
 def train_probe(kind: str, h: np.ndarray, data: SequenceSet, n_symbols: int, cfg: ProbeConfig,
