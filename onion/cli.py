@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from onion.names import CELLS, DEVICES, INTERVENTION_KINDS, PROBE_KINDS, VARIANTS
+from onion.names import CELLS, DEVICES, INTERVENTION_KINDS, KERNELS, PROBE_KINDS, VARIANTS
 
 
 def _json_arg(text: str) -> dict:
@@ -48,7 +48,7 @@ def cmd_train(args) -> None:
     from onion.training import run_training
     run_training(args.cell, args.variant, args.size, args.seed, _data(args),
                  _config(TrainConfig, args.train, "train"), args.train_data,
-                 args.valid_data, args.model, args.metrics, _device(args), args.checkpoint)
+                 args.valid_data, args.model, args.metrics, _device(args), args.checkpoint, args.kernel)
 
 
 def cmd_train_intervention(args) -> None:
@@ -56,7 +56,7 @@ def cmd_train_intervention(args) -> None:
     run_intervention(args.kind, args.variant, args.size, args.seed, _data(args),
                      _config(InterventionConfig, args.interventions, "interventions"),
                      args.model, args.train_data, args.valid_data, args.out, args.parameters,
-                     _device(args), args.checkpoint, args.das_train_data, args.das_valid_data)
+                     _device(args), args.checkpoint, args.das_train_data, args.das_valid_data, args.kernel)
 
 
 def cmd_extract_trajectories(args) -> None:
@@ -77,7 +77,7 @@ def cmd_train_probe(args) -> None:
     from onion.probes import ProbeConfig, run_probe
     run_probe(args.kind, args.states, args.out, args.breakdown, _data(args),
               _config(ProbeConfig, args.probes, "probes"), _device(args), args.checkpoint,
-              args.eval_every)
+              args.eval_every, args.kernel)
 
 
 def cmd_table(args) -> None:
@@ -168,15 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m onion", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     checkpoint = {"default": None, "help": "resumable checkpoint path"}
+    kernel = {"default": "nn", "choices": KERNELS, "help": "GRU loops: nn.GRU, unrolled (compiled), auto"}
     _add(sub, "make-dataset", cmd_make_dataset, "generate the train and validation sets", "--train",
          "--valid", "--das-valid", "--das-train", configs=("data",))
     p = _add(sub, "train", cmd_train, "train one repeat model (GRU, LSTM or tanh RNN) and evaluate it",
              "--train-data", "--valid-data", "--model", "--metrics", configs=("data", "train"), model=True,
-             device=True, checkpoint=checkpoint)
+             device=True, checkpoint=checkpoint, kernel=kernel)
     p.add_argument("--cell", default="gru", choices=CELLS, help="the recurrent cell (the paper: gru)")
     p = _add(sub, "train-intervention", cmd_train_intervention, "train and evaluate one intervention on a "
              "frozen model", "--model", "--train-data", "--valid-data", "--out", "--parameters",
-             configs=("data", "interventions"), model=True, device=True, checkpoint=checkpoint,
+             configs=("data", "interventions"), model=True, device=True, checkpoint=checkpoint, kernel=kernel,
              das_train_data={"help": "training set of linear DAS (make-dataset --das-train)"},
              das_valid_data={"help": "validation set of linear DAS (make-dataset --das-valid)"})
     p.add_argument("--kind", required=True, choices=INTERVENTION_KINDS)
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
          "--model", "--train-data", "--valid-data", "--out", configs=("data", "extract"), model=True,
          device=True)
     p = _add(sub, "train-probe", cmd_train_probe, "train and evaluate one probe on stored final states",
-             "--states", "--out", "--breakdown", configs=("data", "probes"), device=True, checkpoint=checkpoint,
+             "--states", "--out", "--breakdown", configs=("data", "probes"), device=True, checkpoint=checkpoint, kernel=kernel,
              eval_every={"type": int, "default": 0, "help": "log held-out accuracy every n steps"})
     p.add_argument("--kind", required=True, choices=PROBE_KINDS)
     for table, what in (("base", "Tables 1/3 from metrics files"),

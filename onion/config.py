@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, TypeVar
 
-from onion.names import DAS_TRAIN_SETS, TRAIN_KERNELS, TRAIN_SAMPLINGS
+from onion.names import DAS_TRAIN_SETS, TRAIN_SAMPLINGS
 
 T = TypeVar("T")
 
@@ -85,9 +85,3 @@ class TrainConfig(OptimConfig):
     steps: int = 40_000
     log_every: int = 500
     eval_every: int = 10_000
-    kernel: str = "packed"  # packed: nn.GRU on packed batches; unrolled: onion.model.unrolled (GRU)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.kernel not in TRAIN_KERNELS:
-            raise ValueError(f"train.kernel must be one of {TRAIN_KERNELS}, got {self.kernel!r}")

@@ -22,10 +22,10 @@ from onion.config import TrainConfig
 from onion.files import write_json
 from onion.interventions import InterventionConfig, intervention_step, make_counterfactuals, make_intervention
 from onion.log import log
-from onion.model import RepeatRNN
+from onion.model import RepeatRNN, sequence_loss
 from onion.probes import ProbeConfig, make_probe, make_probe_optimizer, probe_step
 from onion.runtime import release_gpu_slots, resolve_device, synchronize
-from onion.training import make_optimizer, packed_batch_loss, packed_batches, sequence_loss, train_step
+from onion.training import make_optimizer, packed_batch_loss, packed_batches, train_step
 
 CUDA_DEFAULTS = {"sizes": [64, 1024], "steps": 200, "jobs": [1, 4, 8], "concurrency_size": 64,
                  "concurrency_steps": 2000, "startup_seconds": 40.0}

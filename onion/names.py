@@ -16,5 +16,5 @@ DAS_TRAIN_SETS = ("own", "model_train")  # linear DAS's targets: its own set (au
 REPLACEMENTS = ("any", "different")  # counterfactual tokens: uniform (authors) or never the original
 PROBE_DECAYS = ("all", "matrices")  # probe weight decay on every parameter (authors) or matrices only
 LR_SCHEDULES = ("constant", "cosine")
-TRAIN_KERNELS = ("packed", "unrolled")  # nn.GRU on packed batches, or onion.model.unrolled (GRU, CPU)
+KERNELS = ("auto", "nn", "unrolled")  # how GRU loops run: torch.nn's GRU, onion.model.unrolled, or by device
 DEVICES = ("auto", "cpu", "cuda")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from onion.data import sos_token
+from onion.model import RepeatRNN
 
 
 def _unit_codes(n_symbols: int, dim: int, seed: int, orthonormal: bool) -> torch.Tensor:
@@ -40,6 +41,8 @@ class _HandBuilt(nn.Module):
         inputs[:, 0] = sos_token(self.n_symbols)
         inputs[:, 1:] = targets[:, :-1]
         return inputs
+
+    decode_loss = RepeatRNN.decode_loss  # the teacher-forced loss of decode(), as the GRU's
 
     @torch.no_grad()
     def generate(self, h: torch.Tensor, steps: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from onion.files import write_json
 from onion.log import log
 from onion.loop import apply_update, optimise
 from onion.model import RepeatRNN, save_model
-from onion.model.unrolled import compiled_loss, model_tensors
+from onion.model.unrolled import compiled_loss, model_tensors, use_unrolled
 from onion.runtime import fingerprint
 
 
@@ -34,16 +34,6 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
     if len(idx) < batch_size:  # the batch crosses into the next epoch
         idx = np.concatenate([idx, _epoch_order(n, seed, epoch + 1)[:batch_size - len(idx)]])
     return idx
-
-
-def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the real output tokens: logits [B, T, V], targets [B, T], lengths [B].
-
-    Padding is ignored by index, not cut out by a boolean mask, so no step waits for the GPU.
-    """
-    mask = torch.arange(targets.shape[1], device=targets.device)[None, :] < lengths[:, None]
-    return F.cross_entropy(logits.flatten(0, 1), targets.masked_fill(~mask, -100).flatten(),
-                           ignore_index=-100)
 
 
 def sequence_table(model: RepeatRNN, tokens: torch.Tensor, lengths: torch.Tensor,
@@ -150,10 +140,10 @@ def train_step(model: RepeatRNN, optimizer, inputs: torch.Tensor, targets: torch
 
 
 def training_kernel(kernel: str, model: RepeatRNN, optimizer, data: SequenceSet, device):
-    """How a training step runs with train.kernel `kernel`: (rows, update), where rows(idx) gathers
-    the batch of examples idx [B] (a NumPy array) and update(batch) takes one step on it, returning
-    the loss on the device. "packed": nn.GRU on packed batches; "unrolled": onion.model.unrolled."""
-    if kernel == "unrolled":
+    """How a training step runs with `kernel` (onion.names.KERNELS): (rows, update), where rows(idx)
+    gathers the batch of examples idx [B] (a NumPy array) and update(batch) takes one step on it,
+    returning the loss on the device. nn.GRU on packed batches, or onion.model.unrolled."""
+    if use_unrolled(kernel, model.cell, device):
         loss_fn = compiled_loss()
         return (padded_batches(model, data, device),
                 lambda batch: unrolled_step(model, optimizer, loss_fn, *batch))
@@ -168,17 +158,18 @@ def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 def train_model(model: RepeatRNN, train: SequenceSet, valid: SequenceSet, cfg: TrainConfig,
                 seed: int, device: torch.device, checkpoint_path=None,
-                stop_after: int | None = None) -> dict:
+                stop_after: int | None = None, kernel: str = "nn") -> dict:
     """Train `model` in place for cfg.steps steps; resume from `checkpoint_path` when it matches.
 
     `stop_after` ends the loop early (after that many steps in total) as if the job were killed:
-    used to test resumption. Returns the training record (onion.loop.optimise).
+    used to test resumption. `kernel`: how the GRU runs (onion.names.KERNELS). Returns the
+    training record (onion.loop.optimise).
     """
     model.to(device).train()
     optimizer = make_optimizer(model.parameters(), cfg)
     identity = {"model": model.hyperparameters(), "train": dataclasses.asdict(cfg), "seed": seed,
                 "training data": fingerprint(train.tokens, train.lengths)}
-    rows, step_on = training_kernel(cfg.kernel, model, optimizer, train, device)
+    rows, step_on = training_kernel(kernel, model, optimizer, train, device)
 
     def batches(start: int, end: int):
         return ((step, rows(batch_indices(step, cfg.batch_size, len(train), seed)))
@@ -200,16 +191,17 @@ def train_model(model: RepeatRNN, train: SequenceSet, valid: SequenceSet, cfg: T
 
 
 def run_training(cell: str, variant: str, size: int, seed: int, data: DataConfig, cfg: TrainConfig,
-                 train_path, valid_path, model_path, metrics_path, device, checkpoint=None) -> dict:
+                 train_path, valid_path, model_path, metrics_path, device, checkpoint=None,
+                 kernel: str = "nn") -> dict:
     """The train_model job: train one repeat model from the datasets on disk, evaluate it on the
     validation set, write model.pt and metrics.json, and remove the finished run's checkpoint."""
     train = read_sequences(train_path, data.max_length)
     valid = read_sequences(valid_path, data.max_length)
     log(f"training {variant} {cell} N={size} seed={seed} on {device} "
-        f"({torch.get_num_threads()} threads): {cfg}")
+        f"({torch.get_num_threads()} threads, kernel {kernel}): {cfg}")
     torch.manual_seed(seed)
     model = RepeatRNN(data.n_symbols, size, variant, cell)
-    record = train_model(model, train, valid, cfg, seed, device, checkpoint)
+    record = train_model(model, train, valid, cfg, seed, device, checkpoint, kernel=kernel)
     metrics = evaluate_model(model, valid, device)
     log(f"validation exact match {metrics['exact_match']:.4f} "
         f"({record['steps_per_second']:.1f} steps/s this run)")

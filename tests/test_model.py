@@ -3,7 +3,8 @@ import torch
 
 from onion.data import no_input_token, sos_token
 from onion.model import RepeatRNN, load_model, save_model
-from onion.training import packed_loss, sequence_loss
+from onion.model import sequence_loss
+from onion.training import packed_loss
 
 
 def _batch(n=16, width=9, seed=0):

@@ -1,15 +1,20 @@
 """The unrolled GRU kernel (onion.model.unrolled) against nn.GRU: the same loss and gradients for
-the same weights and batch, odd lengths and padding included; training with it; the eager fallback."""
+the same weights and batch, odd lengths and padding included, in training, in the interventions'
+steps on the frozen model and in the GRU probes; training with it; which jobs use it; the eager
+fallback."""
 
 import numpy as np
 import pytest
 import torch
 
 from onion.config import DataConfig, TrainConfig
+from onion.interventions import InterventionConfig, intervention_step, make_intervention
 from onion.data import SequenceSet, make_datasets, random_sequences
 from onion.model import RepeatRNN
 from onion.model import unrolled
-from onion.training import pack_plan, packed_batch_loss, padded_batches, sequence_table, train_model
+from onion.probes import ProbeConfig, make_probe, train_probe
+from onion.training import (make_optimizer, pack_plan, packed_batch_loss, padded_batches, sequence_table,
+                            train_model)
 
 
 def _batch(n: int, lengths=None, seed: int = 0) -> SequenceSet:
@@ -77,7 +82,7 @@ def test_training_with_the_compiled_kernel_learns_and_matches_the_eager_loss():
     torch.testing.assert_close(compiled(*unrolled.model_tensors(model), *batch),
                                unrolled.teacher_forced_loss(*unrolled.model_tensors(model), *batch))
     record = train_model(model, train, valid, TrainConfig(steps=150, batch_size=16, lr=0.01, log_every=50,
-                                                          eval_every=0, kernel="unrolled"), 0, "cpu")
+                                                          eval_every=0), 0, "cpu", kernel="unrolled")
     assert record["finished"] and record["final_loss"] < 1.0 and record["first_step_seconds"] > 0
 
 
@@ -94,3 +99,87 @@ def test_without_a_compiler_the_eager_loop_runs_and_says_so(monkeypatch, capsys)
     loss = unrolled.compiled_loss()(*unrolled.model_tensors(model), *batch)
     assert torch.equal(loss, unrolled.teacher_forced_loss(*unrolled.model_tensors(model), *batch))
     assert "torch.compile failed (RuntimeError: no C++ compiler found)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["autoregressive", "no_input"])
+def test_the_frozen_model_encodes_and_decodes_as_nn_grus(variant):
+    """Interventions' steps: final states, and the decoder loss and its gradient with respect to
+    the (intervened) state, equal the model's own nn.GRU methods on mixed lengths."""
+    torch.manual_seed(2)
+    model = RepeatRNN(30, 12, variant)
+    data = _batch(41)
+    tokens, lengths = torch.as_tensor(data.tokens), torch.as_tensor(data.lengths)
+    fast = unrolled.UnrolledRepeatModel(model, compile=False)
+    torch.testing.assert_close(fast.encode(tokens, lengths), model.encode(tokens, lengths), rtol=1e-5, atol=1e-6)
+    h = torch.randn(41, 12, requires_grad=True)
+    ours, theirs = fast.decode_loss(h, tokens, lengths), model.decode_loss(h, tokens, lengths)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(ours, h)[0], torch.autograd.grad(theirs, h)[0],
+                               rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["linear_bigram", "onion"])
+def test_an_intervention_step_updates_as_with_nn_grus(kind):
+    """One training step of an intervention on the frozen model through either kernel: the same
+    loss and the same updated intervention parameters."""
+    torch.manual_seed(3)
+    model = RepeatRNN(30, 12)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    data = _batch(64, lengths=9)
+    tokens, lengths = torch.as_tensor(data.tokens), torch.as_tensor(data.lengths)
+    results = []
+    for runner in (model, unrolled.UnrolledRepeatModel(model, compile=False)):
+        torch.manual_seed(0)
+        intervention = make_intervention(kind, 30, 12, 9)
+        optimizer = make_optimizer(intervention.parameters(), InterventionConfig(lr=0.01))
+        loss = intervention_step(runner, intervention, optimizer, kind, tokens, lengths, 32, 0, 0)
+        results.append((loss, [p.detach().clone() for p in intervention.parameters()]))
+    (loss_nn, params_nn), (loss_unrolled, params_unrolled) = results
+    torch.testing.assert_close(loss_unrolled, loss_nn, rtol=1e-5, atol=1e-6)
+    for a, b in zip(params_unrolled, params_nn):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["gru_autoregressive", "gru_no_input"])
+def test_gru_probes_lose_and_learn_as_with_nn_grus(kind):
+    torch.manual_seed(4)
+    data = _batch(37)
+    tokens, lengths = torch.as_tensor(data.tokens), torch.as_tensor(data.lengths)
+    h = torch.randn(37, 12)
+    probe = make_probe(kind, 12, 30, 9)
+    params = list(probe.parameters())
+    theirs = probe.loss(h, tokens, lengths)
+    grads_nn = torch.autograd.grad(theirs, params, allow_unused=True)
+    probe.unroll(compile=False)
+    ours = probe.loss(h, tokens, lengths)
+    grads_unrolled = torch.autograd.grad(ours, params, allow_unused=True)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    for (name, _), a, b in zip(probe.named_parameters(), grads_unrolled, grads_nn):
+        assert (a is None) == (b is None), name  # the no-input probe's embedding is unused by both
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_which_jobs_run_unrolled():
+    assert unrolled.use_unrolled("auto", "gru", "cpu")
+    assert not unrolled.use_unrolled("auto", "gru", "cuda")  # cuDNN's fused GRU there
+    assert not unrolled.use_unrolled("auto", "lstm", "cpu")
+    assert not unrolled.use_unrolled("nn", "gru", "cpu")
+    assert unrolled.use_unrolled("unrolled", "gru", "cuda")
+    with pytest.raises(ValueError, match="GRU"):
+        unrolled.use_unrolled("unrolled", "rnn_tanh", "cpu")
+
+
+def test_a_compiled_gru_probe_trains_like_the_nn_one():
+    """Compiled at a small shape (N = 16, 3 positions), on states that hold the tokens one-hot:
+    120 steps either way land on the same, low loss."""
+    cfg = DataConfig(n_symbols=5, min_length=2, max_length=3, das_length=3)
+    data = random_sequences(np.random.default_rng(0), 200, cfg)
+    h = np.zeros((200, 16), np.float32)
+    h[:, :15] = np.eye(5, dtype=np.float32)[data.tokens].reshape(200, 15)  # padding reads as symbol 0
+    probe_cfg = ProbeConfig(steps=120, batch_size=32, lr=0.02, log_every=60)
+    losses = {kernel: train_probe("gru_autoregressive", h, data, 5, probe_cfg, 0, "cpu", kernel=kernel)[1]["final_loss"]
+              for kernel in ("nn", "unrolled")}
+    assert losses["unrolled"] == pytest.approx(losses["nn"], rel=1e-3, abs=1e-4)
+    assert losses["nn"] < 1.0

@@ -25,9 +25,10 @@ from onion.interventions.onion_intervention import OnionIntervention
 from onion.log import log
 from onion.loop import apply_update, each_step, optimise
 from onion.model import load_model
+from onion.model.unrolled import UnrolledRepeatModel, use_unrolled
 from onion.names import INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, ONION_INTERVENTION_KINDS, REPLACEMENTS
 from onion.runtime import fingerprint
-from onion.training import make_optimizer, sequence_loss
+from onion.training import make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,25 +75,26 @@ def intervention_step(model, intervention, optimizer, kind: str, tokens: torch.T
                       replacement: str = "any") -> torch.Tensor:
     """One update of `intervention` on targets tokens [n, T], lengths [n] (on the device). Batch,
     counterfactuals and Gumbel noise are drawn on the device, a pure function of (seed, step).
-    Returns the loss, still on the device."""
+    `model`: the frozen RepeatRNN, or its onion.model.unrolled.UnrolledRepeatModel (the same
+    `encode` and `decode_loss`). Returns the loss, still on the device."""
     generator = step_generator(seed, step, tokens.device)
     idx = torch.randint(len(tokens), (batch_size,), generator=generator, device=tokens.device)
     batch = make_counterfactuals(kind, tokens[idx], lengths[idx], generator, model.n_symbols,
                                  replacement).batch()
     batch["generator"] = generator
     h = intervention(model, batch)  # [B, N]
-    logits = model.decode(h, model.decoder_inputs(batch["target"]))  # [B, T, V]
-    loss = sequence_loss(logits, batch["target"], batch["lengths"]) + intervention.regularizer()
+    loss = model.decode_loss(h, batch["target"], batch["lengths"]) + intervention.regularizer()
     return apply_update(optimizer, loss)
 
 
 def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionConfig, seed: int,
                        device, max_length: int, checkpoint_path=None,
-                       stop_after: int | None = None,
-                       das_length: int | None = None) -> tuple[torch.nn.Module, dict]:
+                       stop_after: int | None = None, das_length: int | None = None,
+                       kernel: str = "nn") -> tuple[torch.nn.Module, dict]:
     """Train a `kind` intervention on the frozen `model`; resumes from `checkpoint_path` when it
     matches. Linear DAS trains on the length-`das_length` targets of `train` only (None = all).
-    Batch i is a pure function of (seed, i). Returns (intervention, training record)."""
+    Batch i is a pure function of (seed, i); `kernel` says how the frozen GRU runs in the training
+    steps (onion.names.KERNELS). Returns (intervention, training record)."""
     model.to(device)
     before = _freeze(model)
     targets = targets_for(kind, train, das_length)
@@ -108,9 +110,10 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
     intervention.train()
     tokens = torch.as_tensor(targets.tokens, device=device)  # [n, T], on the device once
     lengths = torch.as_tensor(targets.lengths, device=device)  # [n]
+    runner = UnrolledRepeatModel(model) if use_unrolled(kernel, model.cell, device) else model
 
     def update(step: int, _) -> torch.Tensor:
-        return intervention_step(model, intervention, optimizer, kind, tokens, lengths,
+        return intervention_step(runner, intervention, optimizer, kind, tokens, lengths,
                                  cfg.batch_size, seed, step, cfg.replacement)
 
     record = optimise(intervention, optimizer, cfg, update, each_step, key="intervention",
@@ -195,7 +198,8 @@ def parameter_table(intervention, kind: str, variant: str, size: int, seed: int,
 
 def run_intervention(kind: str, variant: str, size: int, seed: int, data: DataConfig,
                      cfg: InterventionConfig, model_path, train_path, valid_path, out, parameters_path,
-                     device, checkpoint=None, das_train_path=None, das_valid_path=None) -> dict:
+                     device, checkpoint=None, das_train_path=None, das_valid_path=None,
+                     kernel: str = "nn") -> dict:
     """The train_intervention job: train a `kind` intervention on the frozen model and score it
     on held-out counterfactuals. Linear DAS trains on its own training set (make-dataset
     --das-train, data.das_train) and is scored on its own validation set (the authors' dedicated
@@ -208,9 +212,10 @@ def run_intervention(kind: str, variant: str, size: int, seed: int, data: DataCo
     train = read_sequences(das_train_path if linear else train_path, data.max_length)
     valid = read_sequences(das_valid_path if linear else valid_path, data.max_length)
     log(f"training the {kind} intervention on {variant} N={size} seed={seed} "
-        f"on {device} ({torch.get_num_threads()} threads): {cfg}")
+        f"on {device} ({torch.get_num_threads()} threads, kernel {kernel}): {cfg}")
     intervention, record = train_intervention(model, kind, train, cfg, seed, device, data.max_length,
-                                              checkpoint, das_length=data.das_length if linear else None)
+                                              checkpoint, das_length=data.das_length if linear else None,
+                                              kernel=kernel)
     held_out = eval_counterfactuals(kind, valid, seed, data.n_symbols, cfg.replacement)
     metrics = evaluate_intervention(model, intervention, held_out, device)
     log(f"{kind}: exact match {metrics['exact_match']:.4f} on {metrics['n']} held-out "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from onion.data import no_input_token, sos_token
@@ -17,6 +18,21 @@ from onion.files import atomic_path
 from onion.model.cells import make_cell
 from onion.names import VARIANTS
 from onion.runtime import NonFiniteError
+
+
+def ignore_padding(targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """targets [B, T] with -100 (cross-entropy's ignore_index) after each row's length [B].
+
+    Padding is ignored by index, not cut out by a boolean mask, so no step waits for the GPU.
+    """
+    mask = torch.arange(targets.shape[1], device=targets.device)[None, :] < lengths[:, None]
+    return targets.masked_fill(~mask, -100)
+
+
+def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the real output tokens: logits [B, T, V], targets [B, T], lengths [B]."""
+    return F.cross_entropy(logits.flatten(0, 1), ignore_padding(targets, lengths).flatten(),
+                           ignore_index=-100)
 
 
 class RepeatRNN(nn.Module):
@@ -95,6 +111,11 @@ class RepeatRNN(nn.Module):
         """Logits of each output step: state [B, state_size], inputs [B, T] -> [B, T, n_symbols]."""
         outputs, _ = self.rnn(self.embedding(inputs), self.layer_state(state))
         return self.readout(outputs)
+
+    def decode_loss(self, state: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the teacher-forced decoder from state [B, state_size] on targets
+        [B, T] with lengths [B] (onion.model.unrolled.UnrolledRepeatModel has the same method)."""
+        return sequence_loss(self.decode(state, self.decoder_inputs(targets)), targets, lengths)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Teacher-forced output logits [B, T, n_symbols] for inputs tokens [B, T]."""

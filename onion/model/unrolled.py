@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from onion.log import log
+from onion.model.rnn import ignore_padding
 
 
 def gru_states(table: torch.Tensor, inputs: torch.Tensor, h: torch.Tensor, weight_hh: torch.Tensor,
@@ -38,20 +39,44 @@ def gru_states(table: torch.Tensor, inputs: torch.Tensor, h: torch.Tensor, weigh
     return torch.stack(states, dim=1)
 
 
+def folded_table(embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor) -> torch.Tensor:
+    """The input gates' pre-activation of every token: embedding [V, N] -> [V, 3N]."""
+    return torch.addmm(bias_ih, embedding, weight_ih.T)
+
+
+def decode_loss(embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
+                weight_hh: torch.Tensor, bias_hh: torch.Tensor, readout_weight: torch.Tensor,
+                readout_bias: torch.Tensor, inputs: torch.Tensor, h: torch.Tensor,
+                targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of a GRU with a linear read-out run from the states h [B, N] on the token
+    ids inputs [B, S], against targets [B, S] (-100 where there is no loss)."""
+    states = gru_states(folded_table(embedding, weight_ih, bias_ih), inputs, h, weight_hh, bias_hh)
+    logits = F.linear(states, readout_weight, readout_bias)  # [B, S, V]
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
 def teacher_forced_loss(embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
                         weight_hh: torch.Tensor, bias_hh: torch.Tensor, readout_weight: torch.Tensor,
                         readout_bias: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of a padded batch of the sequence table (inputs, targets [B, 2T], targets
     -100 where there is no loss), from the zero state; the repeat model's parameters as tensors."""
-    table = torch.addmm(bias_ih, embedding, weight_ih.T)  # [V, 3N]
-    h0 = table.new_zeros(inputs.shape[0], weight_hh.shape[1])
-    states = gru_states(table, inputs, h0, weight_hh, bias_hh)  # [B, 2T, N]
-    logits = F.linear(states, readout_weight, readout_bias)  # [B, 2T, V]
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+    h0 = embedding.new_zeros(inputs.shape[0], weight_hh.shape[1])
+    return decode_loss(embedding, weight_ih, bias_ih, weight_hh, bias_hh, readout_weight, readout_bias,
+                       inputs, h0, targets)
+
+
+def final_states(embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
+                 weight_hh: torch.Tensor, bias_hh: torch.Tensor, tokens: torch.Tensor,
+                 lengths: torch.Tensor) -> torch.Tensor:
+    """The state after each sequence's last token: tokens [B, T] (padded after L), lengths [B] ->
+    [B, N], from the zero state (padding comes after step L - 1, so it changes nothing)."""
+    h0 = embedding.new_zeros(tokens.shape[0], weight_hh.shape[1])
+    states = gru_states(folded_table(embedding, weight_ih, bias_ih), tokens, h0, weight_hh, bias_hh)
+    return states[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]
 
 
 def model_tensors(model) -> tuple[torch.Tensor, ...]:
-    """The arguments of teacher_forced_loss before the batch, from a GRU RepeatRNN."""
+    """The repeat model's parameters in the order of decode_loss's, from a GRU RepeatRNN."""
     if model.cell != "gru":
         raise ValueError(f"the unrolled kernel is written for the GRU, not {model.cell!r}")
     rnn = model.rnn
@@ -59,24 +84,59 @@ def model_tensors(model) -> tuple[torch.Tensor, ...]:
             model.readout.weight, model.readout.bias)
 
 
-def compiled_loss(compile: bool = True):
-    """teacher_forced_loss compiled by torch.compile (fixed shapes: one compilation per model size,
-    cached on disk by inductor for later jobs), or eager where compilation fails (no C++ compiler,
-    say) or `compile` is False, with one log line."""
-    if not compile:
-        return teacher_forced_loss
-    compiled = torch.compile(teacher_forced_loss, dynamic=False)
-    state = {"function": compiled}
+def use_unrolled(kernel: str, cell: str, device) -> bool:
+    """Whether a job runs its GRU loops here: kernel "unrolled" (GRU only), "nn" never (torch.nn's
+    GRU), "auto" for a GRU on the CPU (on CUDA, cuDNN's fused GRU is used)."""
+    if kernel == "unrolled" and cell != "gru":
+        raise ValueError(f"the unrolled kernel is written for the GRU, not {cell!r} (use kernel: nn or auto)")
+    return kernel == "unrolled" or (kernel == "auto" and cell == "gru" and torch.device(device).type == "cpu")
 
-    def loss(*args) -> torch.Tensor:
+
+def compiled(function, compile: bool = True):
+    """`function` compiled by torch.compile (fixed shapes: one compilation per shape, cached on disk
+    by inductor for later jobs), or eager where compilation fails (no C++ compiler, say) or `compile`
+    is False, with one log line."""
+    if not compile:
+        return function
+    fast = torch.compile(function, dynamic=False)
+    state = {"function": fast}
+
+    def run(*args) -> torch.Tensor:
         try:
             return state["function"](*args)
         except Exception as err:  # inductor raises its own error types
-            if state["function"] is not compiled:
+            if state["function"] is not fast:
                 raise
             log(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                "training with the eager unrolled loop")
-            state["function"] = teacher_forced_loss
-            return teacher_forced_loss(*args)
+                f"running {function.__name__} with the eager unrolled loop")
+            state["function"] = function
+            return function(*args)
 
-    return loss
+    return run
+
+
+def compiled_loss(compile: bool = True):
+    """teacher_forced_loss, compiled (see `compiled`): the training step of train_model."""
+    return compiled(teacher_forced_loss, compile)
+
+
+class UnrolledRepeatModel:
+    """A frozen GRU RepeatRNN's `encode` and `decode_loss` through the compiled loops: what an
+    intervention's training step runs (onion.interventions.train); the nn.GRU versions are the
+    model's own methods of the same names."""
+
+    def __init__(self, model, compile: bool = True):
+        self.model, self.n_symbols = model, model.n_symbols
+        self.tensors = model_tensors(model)
+        self._encode = compiled(final_states, compile)
+        self._loss = compiled(decode_loss, compile)
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Final states [B, N] of tokens [B, T] with lengths [B]."""
+        return self._encode(*self.tensors[:5], tokens, lengths)
+
+    def decode_loss(self, state: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the teacher-forced decoder from state [B, N] on targets [B, T]."""
+        return self._loss(*self.tensors, self.model.decoder_inputs(targets), state,
+                          ignore_padding(targets, lengths))
+

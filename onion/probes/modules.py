@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from onion.names import GRU_PROBE_KINDS, PROBE_KINDS
-from onion.training import sequence_loss
+from onion.model import sequence_loss
+from onion.model.rnn import ignore_padding
+from onion.model.unrolled import compiled, decode_loss
 
 
 def masked_ce(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -95,6 +97,19 @@ class GRUProbe(nn.Module):
         self.embedding = nn.Embedding(n_symbols + 1, hidden_size)  # id n_symbols = SOS
         self.gru = nn.GRU(hidden_size, hidden_size, batch_first=True)
         self.readout = nn.Linear(hidden_size, n_symbols)
+        self.unrolled_loss = None  # set by unroll()
+
+    def unroll(self, compile: bool = True) -> None:
+        """Train through onion.model.unrolled's compiled loop: the same loss and gradients as
+        nn.GRU's, fused into fewer passes on a CPU."""
+        self.unrolled_loss = compiled(decode_loss, compile)
+
+    def _unrolled_inputs(self, h, tokens):
+        # the input table's rows and the token ids [B, L_max] that pick them (a zero row: no input)
+        if not self.autoregressive:
+            return h.new_zeros(1, h.shape[1]), torch.zeros_like(tokens)
+        sos = torch.full_like(tokens[:, :1], self.n_symbols)
+        return self.embedding.weight, torch.cat([sos, tokens[:, :self.max_length - 1]], 1)
 
     def _inputs(self, h, tokens):
         # [B, L_max, N]: SOS, y_0, ..., y_{L_max-2}; or zeros
@@ -105,6 +120,11 @@ class GRUProbe(nn.Module):
 
     def loss(self, h, tokens, lengths):
         tokens = tokens[:, :self.max_length]
+        if self.unrolled_loss is not None:
+            table, ids = self._unrolled_inputs(h, tokens)
+            gru = self.gru
+            return self.unrolled_loss(table, gru.weight_ih_l0, gru.bias_ih_l0, gru.weight_hh_l0, gru.bias_hh_l0,
+                                      self.readout.weight, self.readout.bias, ids, h, ignore_padding(tokens, lengths))
         states, _ = self.gru(self._inputs(h, tokens), h[None].contiguous())
         return masked_ce(self.readout(states), tokens, lengths)
 

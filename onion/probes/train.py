@@ -21,7 +21,8 @@ from onion.extract import read_states
 from onion.files import write_json, write_parquet
 from onion.log import log
 from onion.loop import apply_update, optimise
-from onion.names import LR_SCHEDULES, PROBE_DECAYS
+from onion.model.unrolled import use_unrolled
+from onion.names import GRU_PROBE_KINDS, LR_SCHEDULES, PROBE_DECAYS
 from onion.probes.modules import OnionProbe, make_probe
 from onion.runtime import fingerprint
 
@@ -88,16 +89,20 @@ def probe_step(probe, optimizer, h: torch.Tensor, tokens: torch.Tensor, lengths:
 
 def train_probe(kind: str, h: np.ndarray, data: SequenceSet, n_symbols: int, cfg: ProbeConfig,
                 seed: int, device, checkpoint_path=None, stop_after: int | None = None,
-                eval_every: int = 0, valid: tuple[np.ndarray, SequenceSet] | None = None):
+                eval_every: int = 0, valid: tuple[np.ndarray, SequenceSet] | None = None,
+                kernel: str = "nn"):
     """Train a probe of `kind` on states h [n, N] of sequences `data`; returns (probe, record).
 
     Resumes from `checkpoint_path` when it was made for the same kind, config, seed and states.
     `stop_after` ends early (as if killed, to test resumption). With `valid` and `eval_every`, the
-    record's "curve" holds the held-out exact match every `eval_every` steps.
+    record's "curve" holds the held-out exact match every `eval_every` steps. `kernel` says how a
+    GRU probe's GRU runs (onion.names.KERNELS).
     """
     torch.manual_seed(seed)
     max_length = data.tokens.shape[1]
     probe = make_probe(kind, h.shape[1], n_symbols, max_length).to(device)
+    if kind in GRU_PROBE_KINDS and use_unrolled(kernel, "gru", device):
+        probe.unroll()
     optimizer = make_probe_optimizer(probe, cfg)
     identity = {"kind": kind, "probe": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
                 "states": fingerprint(h, data.tokens, data.lengths)}
@@ -165,15 +170,15 @@ def breakdown_table(summary: dict, kind: str, variant: str, size: int, seed: int
 
 
 def run_probe(kind: str, states_path, out, breakdown_path, data: DataConfig, cfg: ProbeConfig, device,
-              checkpoint=None, eval_every: int = 0) -> dict:
+              checkpoint=None, eval_every: int = 0, kernel: str = "nn") -> dict:
     """The train_probe job: train a `kind` probe on the stored training states, score it on the
     validation states, write its result JSON and its per-position/per-length breakdown."""
     h, train, keys = read_states(states_path, "train", data.max_length)
     h_valid, valid, _ = read_states(states_path, "valid", data.max_length)
     log(f"training the {kind} probe on {len(train)} states of {keys} on {device} "
-        f"({torch.get_num_threads()} threads): {cfg}")
+        f"({torch.get_num_threads()} threads, kernel {kernel}): {cfg}")
     probe, record = train_probe(kind, h, train, data.n_symbols, cfg, keys["seed"], device, checkpoint,
-                                eval_every=eval_every, valid=(h_valid, valid))
+                                eval_every=eval_every, valid=(h_valid, valid), kernel=kernel)
     metrics = evaluate_probe(probe, h_valid, valid, device)
     log(f"{kind} probe: exact match {metrics['exact_match']:.4f} on {metrics['n']} held-out states")
     extra = {"scales": onion_scales(probe)} if kind == "onion" else {}

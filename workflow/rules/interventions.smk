@@ -23,6 +23,7 @@ rule train_intervention:
         data=as_json_arg(config["data"]),
         interventions=analysis_settings("interventions"),
         device=config["device"],
+        kernel=config["kernel"],
         checkpoint=f"data/checkpoints/{MODEL_KEY}/intervention-{{kind}}.pt",
     conda:
         "../envs/onion.yaml"
@@ -44,7 +45,8 @@ rule train_intervention:
         "--train-data {input.train} --valid-data {input.valid} --das-valid-data {input.das_valid} "
         "--das-train-data {input.das_train} "
         "--variant {wildcards.variant} --size {wildcards.size} --seed {wildcards.seed} "
-        "--device {params.device} --threads {threads} --checkpoint {params.checkpoint} "
+        "--device {params.device} --kernel {params.kernel} --threads {threads} "
+        "--checkpoint {params.checkpoint} "
         "--out {output.result} --parameters {output.parameters} >> {log} 2>&1"
 
 

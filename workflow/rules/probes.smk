@@ -17,6 +17,7 @@ rule train_probe:
         data=as_json_arg(config["data"]),
         probes=analysis_settings("probes"),
         device=config["device"],
+        kernel=config["kernel"],
         checkpoint=f"data/checkpoints/{MODEL_KEY}/probe-{{kind}}.pt",
     conda:
         "../envs/onion.yaml"
@@ -35,7 +36,8 @@ rule train_probe:
         # The log is appended to (Snakemake itself removes a failed attempt's log before a retry).
         "python -m onion train-probe --kind {wildcards.kind} --data {params.data} "
         "--probes {params.probes} --states {input.states} "
-        "--device {params.device} --threads {threads} --checkpoint {params.checkpoint} "
+        "--device {params.device} --kernel {params.kernel} --threads {threads} "
+        "--checkpoint {params.checkpoint} "
         "--out {output.result} --breakdown {output.breakdown} >> {log} 2>&1"
 
 

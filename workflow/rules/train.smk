@@ -9,6 +9,7 @@ rule train_model:
         data=as_json_arg(config["data"]),
         train=as_json_arg(settings("train")),
         device=config["device"],
+        kernel=config["kernel"],
         checkpoint=f"data/checkpoints/{MODEL_KEY}/train.pt",
     conda:
         "../envs/onion.yaml"
@@ -28,5 +29,6 @@ rule train_model:
         "python -m onion train --cell {wildcards.cell} --data {params.data} --train {params.train} "
         "--train-data {input.train} --valid-data {input.valid} "
         "--variant {wildcards.variant} --size {wildcards.size} --seed {wildcards.seed} "
-        "--device {params.device} --threads {threads} --checkpoint {params.checkpoint} "
+        "--device {params.device} --kernel {params.kernel} --threads {threads} "
+        "--checkpoint {params.checkpoint} "
         "--model {output.model} --metrics {output.metrics} >> {log} 2>&1"
