@@ -21,7 +21,7 @@ from onion.data import SequenceSet, make_datasets, random_sequences
 from onion.interventions import InterventionConfig, train_intervention
 from onion.log import log
 from onion.model import RepeatRNN
-from onion.names import INTERVENTION_KINDS, PROBE_KINDS
+from onion.names import GRU_PROBE_KINDS, INTERVENTION_KINDS, PROBE_KINDS
 from onion.probes import ProbeConfig, train_probe
 from onion.runtime import resolve_device, synchronize
 from onion.training import make_optimizer, train_model, training_kernel
@@ -29,6 +29,13 @@ from onion.training import make_optimizer, train_model, training_kernel
 LOOPS = [("train", "model")] + [("intervention", k) for k in INTERVENTION_KINDS] + \
         [("probe", k) for k in PROBE_KINDS]
 DATA = DataConfig(n_train=20_000, n_valid=200, seed=0)  # the paper's lengths and vocabulary
+
+
+def loops_of(kernel: str) -> list[tuple[str, str]]:
+    """The loops a kernel (onion.names.KERNELS) changes: every loop for nn, the GRU loops (training,
+    the interventions on the frozen GRU, the GRU probes) for unrolled."""
+    return [(loop, kind) for loop, kind in LOOPS
+            if kernel == "nn" or loop != "probe" or kind in GRU_PROBE_KINDS]
 
 
 @dataclasses.dataclass
@@ -54,30 +61,30 @@ def make_setup(size: int, seed: int = 0, n_states: int = 4096) -> Setup:
 
 # --- speed -------------------------------------------------------------------------------------
 
-def measure_speeds(setup: Setup, device, steps: int, warmup: int = 3) -> list[dict]:
-    """Steps/s of the real loops (train_model, train_intervention, train_probe), each after a
-    short warm-up run of its own."""
+def measure_speeds(setup: Setup, device, steps: int, warmup: int = 3, kernel: str = "nn") -> list[dict]:
+    """Steps/s of the real loops (train_model, train_intervention, train_probe) with `kernel`, each
+    after a short warm-up run of its own (for unrolled: its compilation)."""
     rows = []
     quiet = dict(checkpoint_every=0, log_every=10**9)
-    for loop, kind in LOOPS:
+    for loop, kind in loops_of(kernel):
         for n in (warmup, steps):
             torch.manual_seed(0)
             if loop == "train":
                 model = RepeatRNN(DATA.n_symbols, setup.size)
                 model.load_state_dict(setup.model.state_dict())
                 record = train_model(model, setup.train, setup.train, TrainConfig(steps=n, eval_every=0, **quiet),
-                                     0, device)
+                                     0, device, kernel=kernel)
             elif loop == "intervention":
                 model = RepeatRNN(DATA.n_symbols, setup.size)
                 model.load_state_dict(setup.model.state_dict())
                 _, record = train_intervention(model, kind, setup.train, InterventionConfig(steps=n, **quiet),
-                                               0, device, DATA.max_length)
+                                               0, device, DATA.max_length, kernel=kernel)
             else:
                 _, record = train_probe(kind, setup.states, setup.probe_data, DATA.n_symbols,
-                                        ProbeConfig(steps=n, **quiet), 0, device)
-        rows.append({"loop": loop, "kind": kind, "size": setup.size, "steps": steps,
+                                        ProbeConfig(steps=n, **quiet), 0, device, kernel=kernel)
+        rows.append({"loop": loop, "kind": kind, "kernel": kernel, "size": setup.size, "steps": steps,
                      "steps_per_second": steps / record["seconds_this_run"]})
-        log(f"N={setup.size} {loop} {kind}: {rows[-1]['steps_per_second']:.1f} steps/s")
+        log(f"N={setup.size} {loop} {kind} ({kernel}): {rows[-1]['steps_per_second']:.1f} steps/s")
     return rows
 
 

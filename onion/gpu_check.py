@@ -17,26 +17,29 @@ import numpy as np
 import torch
 
 from onion import benchmark
-from onion.benchmark import DATA, LOOPS, Setup, make_setup
+from onion.benchmark import DATA, Setup, loops_of, make_setup
 from onion.config import TrainConfig
 from onion.files import write_json
 from onion.interventions import InterventionConfig, intervention_step, make_counterfactuals, make_intervention
 from onion.log import log
-from onion.model import RepeatRNN, sequence_loss
+from onion.model import RepeatRNN
+from onion.model.unrolled import UnrolledRepeatModel, compiled_loss, model_tensors
 from onion.probes import ProbeConfig, make_probe, make_probe_optimizer, probe_step
 from onion.runtime import release_gpu_slots, resolve_device, synchronize
-from onion.training import make_optimizer, packed_batch_loss, packed_batches, train_step
+from onion.training import make_optimizer, packed_batch_loss, packed_batches, padded_batches, training_kernel
 
 CUDA_DEFAULTS = {"sizes": [64, 1024], "steps": 200, "jobs": [1, 4, 8], "concurrency_size": 64,
-                 "concurrency_steps": 2000, "startup_seconds": 40.0}
+                 "concurrency_steps": 2000, "startup_seconds": 40.0, "kernels": ("nn", "unrolled")}
 CPU_DEFAULTS = {"sizes": [16, 32], "steps": 5, "jobs": [1, 2], "concurrency_size": 16,
-                "concurrency_steps": 20, "startup_seconds": 15.0}  # the scaled-down CPU version
+                "concurrency_steps": 20, "startup_seconds": 15.0,
+                "kernels": ("nn", "unrolled")}  # the scaled-down CPU version
 
 
-def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0):
-    """Loss and gradients of one batch of `loop`/`kind`, every module initialised on the CPU and
-    every random draw made there, then moved to `device`. Interventions run in eval mode (no
-    Gumbel noise) and probes draw nothing, so both devices compute the same function."""
+def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0, kernel: str = "nn"):
+    """Loss and gradients of one batch of `loop`/`kind` with `kernel` (nn or unrolled), every module
+    initialised on the CPU and every random draw made there, then moved to `device`. Interventions
+    run in eval mode (no Gumbel noise) and probes draw nothing, so both devices compute the same
+    function."""
     torch.manual_seed(seed)
     model = RepeatRNN(DATA.n_symbols, setup.size)
     model.load_state_dict(setup.model.state_dict())
@@ -44,7 +47,8 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0):
     idx = np.random.default_rng(seed).integers(0, len(setup.train), size=256)
     if loop == "train":
         params = list(model.parameters())
-        loss = packed_batch_loss(model, *packed_batches(model, setup.train, device)(idx))
+        loss = packed_batch_loss(model, *packed_batches(model, setup.train, device)(idx)) if kernel == "nn" \
+            else compiled_loss()(*model_tensors(model), *padded_batches(model, setup.train, device)(idx))
     elif loop == "intervention":
         module = make_intervention(kind, DATA.n_symbols, setup.size, DATA.max_length).eval()
         generator = torch.Generator().manual_seed(seed)
@@ -55,10 +59,12 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0):
         for p in model.parameters():
             p.requires_grad_(False)
         batch = cf.to(device).batch()
-        logits = model.decode(module(model, batch), model.decoder_inputs(batch["target"]))
-        loss = sequence_loss(logits, batch["target"], batch["lengths"])
+        runner = model if kernel == "nn" else UnrolledRepeatModel(model)
+        loss = runner.decode_loss(module(runner, batch), batch["target"], batch["lengths"])
     else:
         probe = make_probe(kind, setup.size, DATA.n_symbols, DATA.max_length).to(device)
+        if kernel == "unrolled":
+            probe.unroll()
         params = list(probe.parameters())
         rows = idx % len(setup.states)
         loss = probe.loss(torch.as_tensor(setup.states[rows], device=device),
@@ -68,17 +74,18 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0):
     return float(loss.detach()), [g.cpu() for g in grads if g is not None]
 
 
-def compare_with_cpu(setup: Setup, device) -> list[dict]:
-    """Per loop: relative difference of the loss and of the gradients (max |Δg| / max |g|)."""
+def compare_with_cpu(setup: Setup, device, kernel: str = "nn") -> list[dict]:
+    """Per loop: relative difference of the loss and of the gradients (max |Δg| / max |g|) between
+    `kernel` on `device` and nn.GRU on the CPU."""
     rows = []
-    for loop, kind in LOOPS:
+    for loop, kind in loops_of(kernel):
         cpu_loss, cpu_grads = _loss_and_grads(loop, kind, setup, "cpu")
-        dev_loss, dev_grads = _loss_and_grads(loop, kind, setup, device)
+        dev_loss, dev_grads = _loss_and_grads(loop, kind, setup, device, kernel=kernel)
         loss_diff = abs(dev_loss - cpu_loss) / max(abs(cpu_loss), 1e-12)
         grad_diff = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
                         for a, b in zip(dev_grads, cpu_grads))
         # TF32 in cuDNN's GRU kernels leaves ~1e-3 relative differences; a wrong path leaves O(1)
-        rows.append({"loop": loop, "kind": kind, "size": setup.size, "cpu_loss": cpu_loss,
+        rows.append({"loop": loop, "kind": kind, "kernel": kernel, "size": setup.size, "cpu_loss": cpu_loss,
                      "device_loss": dev_loss, "loss_rel_diff": loss_diff, "grad_rel_diff": grad_diff,
                      "agree": loss_diff < 5e-3 and grad_diff < 5e-2})
     return rows
@@ -86,13 +93,15 @@ def compare_with_cpu(setup: Setup, device) -> list[dict]:
 
 # --- no step waits for the GPU -----------------------------------------------------------------
 
-def _step_function(loop: str, kind: str, setup: Setup, device):
-    """A closure running one step of the loop's own step function, set up as the loop does."""
+def _step_function(loop: str, kind: str, setup: Setup, device, kernel: str = "nn"):
+    """A closure running one step of the loop's own step function with `kernel`, set up as the loop
+    does."""
     model = RepeatRNN(DATA.n_symbols, setup.size).to(device)
     model.load_state_dict(setup.model.state_dict())
     if loop == "train":
-        optimizer, batches = make_optimizer(model.parameters(), TrainConfig()), packed_batches(model, setup.train, device)
-        return lambda step: train_step(model, optimizer, *batches(np.arange(step * 256, (step + 1) * 256)))
+        rows, update = training_kernel(kernel, model, make_optimizer(model.parameters(), TrainConfig()),
+                                       setup.train, device)
+        return lambda step: update(rows(np.arange(step * 256, (step + 1) * 256)))
     if loop == "intervention":
         for p in model.parameters():
             p.requires_grad_(False)
@@ -101,8 +110,11 @@ def _step_function(loop: str, kind: str, setup: Setup, device):
         optimizer = make_optimizer(module.parameters(), InterventionConfig())
         tokens = torch.as_tensor(setup.train.tokens, device=device)
         lengths = torch.as_tensor(setup.train.lengths, device=device)
-        return lambda step: intervention_step(model, module, optimizer, kind, tokens, lengths, 256, 0, step)
+        runner = model if kernel == "nn" else UnrolledRepeatModel(model)
+        return lambda step: intervention_step(runner, module, optimizer, kind, tokens, lengths, 256, 0, step)
     probe = make_probe(kind, setup.size, DATA.n_symbols, DATA.max_length).to(device).train()
+    if kernel == "unrolled":
+        probe.unroll()
     optimizer = make_probe_optimizer(probe, ProbeConfig())
     states = torch.as_tensor(setup.states, device=device)
     tokens = torch.as_tensor(setup.probe_data.tokens, device=device)
@@ -112,12 +124,12 @@ def _step_function(loop: str, kind: str, setup: Setup, device):
                                    lengths[index[step]], 1e-3)
 
 
-def check_no_sync(setup: Setup, device, steps: int = 5) -> list[dict]:
-    """Each loop's step with torch.cuda's sync debug mode set to 'error' after two warm-up steps:
-    any host-device synchronisation inside a step raises. CPU: not applicable (None)."""
+def check_no_sync(setup: Setup, device, steps: int = 5, kernel: str = "nn") -> list[dict]:
+    """Each loop's step with `kernel` and torch.cuda's sync debug mode set to 'error' after two
+    warm-up steps: any host-device synchronisation inside a step raises. CPU: not applicable (None)."""
     rows = []
-    for loop, kind in LOOPS:
-        step = _step_function(loop, kind, setup, device)
+    for loop, kind in loops_of(kernel):
+        step = _step_function(loop, kind, setup, device, kernel)
         error = None
         if torch.device(device).type == "cuda":
             step(0), step(1)
@@ -133,7 +145,7 @@ def check_no_sync(setup: Setup, device, steps: int = 5) -> list[dict]:
         else:
             for i in range(2):
                 step(i)
-        rows.append({"loop": loop, "kind": kind, "size": setup.size,
+        rows.append({"loop": loop, "kind": kind, "kernel": kernel, "size": setup.size,
                      "sync_free": None if torch.device(device).type != "cuda" else error is None,
                      "error": error})
     return rows
@@ -141,9 +153,10 @@ def check_no_sync(setup: Setup, device, steps: int = 5) -> list[dict]:
 
 def run(device: str, sizes: list[int], steps: int, jobs: list[int], concurrency_size: int,
         concurrency_steps: int, startup_seconds: float, out: str | None,
-        config_path: str = "config.yaml", checks_only: bool = False) -> dict:
+        config_path: str = "config.yaml", checks_only: bool = False, kernels: tuple = ("nn",)) -> dict:
     """The checks, then (unless `checks_only`) the benchmark and the projection, written to `out`
-    as JSON; returns the result. "passed" is about the checks only."""
+    as JSON; returns the result. "passed" is about the checks only. Each of `kernels` is checked
+    and timed; the projection uses nn's speeds."""
     began = time.perf_counter()
     dev = resolve_device(device)
     result = {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda"
@@ -151,11 +164,12 @@ def run(device: str, sizes: list[int], steps: int, jobs: list[int], concurrency_
               "agreement": [], "sync": [], "speeds": [], "concurrency": [], "projection": []}
     for size in sizes:
         setup = make_setup(size)
-        log(f"N={size}: one batch of every loop on {dev} and on the CPU")
-        result["agreement"] += compare_with_cpu(setup, dev)
-        result["sync"] += check_no_sync(setup, dev)
-        if not checks_only:
-            result["speeds"] += benchmark.measure_speeds(setup, dev, steps)
+        for kernel in kernels:
+            log(f"N={size}: one batch of every {kernel} loop on {dev} and of the nn loop on the CPU")
+            result["agreement"] += compare_with_cpu(setup, dev, kernel)
+            result["sync"] += check_no_sync(setup, dev, kernel=kernel)
+            if not checks_only:
+                result["speeds"] += benchmark.measure_speeds(setup, dev, steps, kernel=kernel)
     if not checks_only:
         if dev.type == "cuda":
             release_gpu_slots()  # the workers take the slots
@@ -165,8 +179,8 @@ def run(device: str, sizes: list[int], steps: int, jobs: list[int], concurrency_
         if dev.type == "cpu":
             settings[f"16 nodes x {os.cpu_count()} cores like this one"] = (16 * os.cpu_count(), max(jobs))
         if os.path.exists(config_path):
-            result["projection"] = benchmark.project(result["speeds"], result["concurrency"], settings,
-                                                     config_path)
+            nn_speeds = [row for row in result["speeds"] if row["kernel"] == "nn"]
+            result["projection"] = benchmark.project(nn_speeds, result["concurrency"], settings, config_path)
     result["passed"] = all(r["agree"] for r in result["agreement"]) and \
         all(r["sync_free"] is not False for r in result["sync"])
     result["seconds"] = time.perf_counter() - began
@@ -183,7 +197,7 @@ def run_gpu_check(device: str, out: str, config_path: str = "config.yaml", check
     settings = {k: defaults[k] if settings.get(k) is None else settings[k] for k in defaults}
     result = run(device, out=out, config_path=config_path, checks_only=checks_only, **settings)
     for row in result["agreement"]:
-        log(f"N={row['size']} {row['loop']} {row['kind']}: loss {row['cpu_loss']:.5f} (CPU) vs "
+        log(f"N={row['size']} {row['loop']} {row['kind']} ({row['kernel']}): loss {row['cpu_loss']:.5f} (CPU) vs "
             f"{row['device_loss']:.5f}; gradients differ by {row['grad_rel_diff']:.1e} relative"
             f"{'' if row['agree'] else '  <-- DISAGREE'}")
     for row in result["sync"]:

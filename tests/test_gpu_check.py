@@ -19,11 +19,17 @@ def test_gpu_check_scaled_down_on_cpu(tmp_path):
     out = tmp_path / "gpu-check.json"
     result = gpu_check.run("cpu", sizes=[8], steps=3, jobs=[1, 2], concurrency_size=8,
                            concurrency_steps=10, startup_seconds=1.0, out=str(out),
-                           config_path=str(REPO / "config.yaml"))
+                           config_path=str(REPO / "config.yaml"), kernels=("nn", "unrolled"))
     assert result["passed"] and json.loads(out.read_text())["passed"]
-    loops = {(r["loop"], r["kind"]) for r in result["agreement"]}
+    loops = {(r["loop"], r["kind"]) for r in result["agreement"] if r["kernel"] == "nn"}
     assert len(loops) == 10 and ("train", "model") in loops and ("probe", "gru_no_input") in loops
-    assert all(r["loss_rel_diff"] == 0 and r["grad_rel_diff"] == 0 for r in result["agreement"])
+    unrolled = {(r["loop"], r["kind"]) for r in result["agreement"] if r["kernel"] == "unrolled"}
+    assert unrolled == loops - {("probe", "linear"), ("probe", "mlp"), ("probe", "onion")}
+    # the same function on the same device: nn exactly, unrolled to float rounding
+    assert all(r["loss_rel_diff"] == 0 and r["grad_rel_diff"] == 0 for r in result["agreement"]
+               if r["kernel"] == "nn")
+    assert all(r["loss_rel_diff"] < 1e-5 and r["grad_rel_diff"] < 1e-3 for r in result["agreement"])
+    assert {r["kernel"] for r in result["speeds"]} == {"nn", "unrolled"}
     assert all(r["steps_per_second"] > 0 for r in result["speeds"])
     assert [r["jobs"] for r in result["concurrency"]] == [1, 2]
     assert len(result["concurrency"][1]["per_job_steps_per_second"]) == 2
@@ -86,8 +92,8 @@ def test_gpu_check_says_when_the_two_sides_disagree(tmp_path, monkeypatch, capsy
     computation scaled by 1.5) is reported loop by loop, and the command exits non-zero."""
     real = gpu_check._loss_and_grads
 
-    def device_side_off(loop, kind, setup, device, seed=0):
-        loss, grads = real(loop, kind, setup, device, seed)
+    def device_side_off(loop, kind, setup, device, seed=0, kernel="nn"):
+        loss, grads = real(loop, kind, setup, device, seed, kernel)
         if loop == "probe" and not isinstance(device, str):  # the reference side is the string "cpu"
             return loss * 1.5, [g * 1.5 for g in grads]
         return loss, grads
@@ -101,4 +107,5 @@ def test_gpu_check_says_when_the_two_sides_disagree(tmp_path, monkeypatch, capsy
     disagree = {(r["loop"], r["kind"]) for r in result["agreement"] if not r["agree"]}
     assert disagree == {("probe", k) for k in ("linear", "mlp", "onion", "gru_autoregressive", "gru_no_input")}
     err = capsys.readouterr().err
-    assert err.count("<-- DISAGREE") == 5 and "gpu-check FAILED" in err
+    # the five nn probes, and the two GRU probes again with the unrolled kernel
+    assert err.count("<-- DISAGREE") == 7 and "gpu-check FAILED" in err
