@@ -129,6 +129,7 @@ def optimise(module: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Opt
         if first_step_seconds is None:
             synchronize(device)
             first_step_seconds = time.perf_counter() - began
+            log(f"first {label}: {first_step_seconds:.1f} s (compilation included, where compiled)")
         progress.update(done, loss, after_step(done) if after_step else "")
         # the last step is checkpointed too: a group job retried whole (profiles/slurm) then
         # finishes this analysis at once instead of starting it over
