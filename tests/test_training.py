@@ -80,7 +80,7 @@ def test_benchmark_training_command_runs(capsys, tmp_path):
     assert main(["benchmark-training", "--sizes", "8", "--steps", "4", "--rounds", "2",
                  "--out", str(tmp_path / "b.csv")]) == 0
     table = capsys.readouterr().out
-    assert "packed_steps_per_s" in table and "unrolled_compile_s" in table
+    assert "nn_steps_per_s" in table and "unrolled_compile_s" in table
     rows = (tmp_path / "b.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("8,cpu,")
 
