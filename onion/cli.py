@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m onion", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     checkpoint = {"default": None, "help": "resumable checkpoint path"}
-    kernel = {"default": "nn", "choices": KERNELS, "help": "GRU loops: nn.GRU, unrolled (compiled), auto"}
+    kernel = {"default": "auto", "choices": KERNELS, "help": "GRU loops: nn.GRU, unrolled (compiled), auto"}
     _add(sub, "make-dataset", cmd_make_dataset, "generate the train and validation sets", "--train",
          "--valid", "--das-valid", "--das-train", configs=("data",))
     p = _add(sub, "train", cmd_train, "train one repeat model (GRU, LSTM or tanh RNN) and evaluate it",
