@@ -141,7 +141,8 @@ def run_table_probes(results, md, csv, tex) -> None:
     summary["kind"] = pd.Categorical(summary["kind"], categories=PROBE_KINDS, ordered=True)
     summary = summary.sort_values(["kind", "variant", "size"])
     runs = _run_settings(rows_read, {"lr": float("nan"), "lr_schedule": "constant"})
-    settings = ", ".join(f"{s} steps, {sched} lr from {lr:g}" for s, lr, sched in runs.itertuples(index=False))
+    settings = ", ".join(f"{s} steps, " + (f"cosine lr from {lr:g}" if sched == "cosine" else f"{sched} lr {lr:g}")
+                         for s, lr, sched in runs.itertuples(index=False))
     write_table(summary, ["kind", "variant"], "Table 4: exact match of probes on the final state "
                 f"({settings}; the paper: 60000 steps, constant lr 0.001)", md, csv, tex)
     log(f"wrote {md}, {csv}, {tex} from {len(rows_read)} probes")
