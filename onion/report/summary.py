@@ -148,11 +148,14 @@ def claim_no_input_linear(interventions: pd.DataFrame, probes: pd.DataFrame):
 
 
 NO_INPUT_SAMPLING = (
-    "A measured cause (README: Seeds and the training set's sampling): this run trains on the "
-    "authors' distinct set, on which our no-input GRUs read out less linearly than the paper's. "
-    "Trained on the i.i.d. set (`data.train_sampling: iid`), the same no-input N = 64 GRUs match the "
-    "paper's no-input rows, while the distinct set is the one that matches the paper's base accuracy "
-    "of autoregressive GRUs.")
+    "Measured causes (README: Seeds and the training set's sampling; no-input N = 64, 5 seeds per "
+    "training set). On the authors' distinct set, which this run trains on, seeds differ widely: "
+    "the linear probe reads 0.72–0.92 and linear bigram DAS 0.80–0.98 over seeds 0–3 and 0.83 / "
+    "0.37 on seed 4, whose training ended inside a loss spike; the two default seeds are the least "
+    "linear of the five, and the five-seed mean of the linear probe, 0.83, meets the paper's "
+    "criterion. Trained on the i.i.d. set (`data.train_sampling: iid`), every seed reads at least "
+    "0.90 with the linear probe and 0.95 with bigram DAS (means 0.94 and 0.97, at or above the "
+    "paper's). More seeds (`grid: noinput64`) or the i.i.d. set test claim 5 beyond seed noise.")
 
 
 def contrast_verdict(small_ar_interventions: str, small_ar_probes: str, no_input: str) -> str:
