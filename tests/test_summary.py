@@ -178,3 +178,13 @@ def test_a_no_input_shortfall_on_the_distinct_set_names_the_measured_cause(tmp_p
     text = write_summary(*args, {"data": {"train_sampling": "distinct"}})
     assert "`data.train_sampling: iid`" in text and f"**{NOT_REPRODUCED}.**" in text
     assert "`data.train_sampling: iid`" not in write_summary(*args, {"data": {"train_sampling": "iid"}})
+
+
+def test_a_gru_no_input_probe_shortfall_says_what_is_measured_about_it(tmp_path):
+    _base([("autoregressive", 48, 0.95)]).to_csv(tmp_path / "b.csv")
+    _interventions([("autoregressive", "onion", 48, 0.85)]).to_csv(tmp_path / "i.csv")
+    args = (tmp_path / "b.csv", tmp_path / "i.csv", tmp_path / "p.csv", tmp_path / "s.md", ())
+    _probes([("gru_no_input", "autoregressive", 48, 0.17)]).to_csv(tmp_path / "p.csv")
+    assert "Its cause is not known" in write_summary(*args)
+    _probes([("gru_no_input", "autoregressive", 48, 0.10)]).to_csv(tmp_path / "p.csv")
+    assert "Its cause is not known" not in write_summary(*args)
