@@ -211,9 +211,9 @@ def project(speeds: list[dict], concurrency: list[dict], workers_per_device: dic
     return rows
 
 
-def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0):
-    """Model-steps/s of training with kernel nn (nn.GRU on packed batches) and the unrolled
-    one (onion.model.unrolled, compiled) per size, interleaved in rounds on one model each so that
+def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0, cell: str = "gru"):
+    """Model-steps/s of training a `cell` model with kernel nn (torch.nn's layer on packed batches)
+    and the unrolled one (onion.model.unrolled, compiled) per size, interleaved in rounds on one model each so that
     both see the same machine load, and the unrolled kernel's compile time (its first step).
     Batches are the paper's (256 sequences, lengths 2-9). Returns a pandas DataFrame."""
     import pandas as pd  # here: gpu-check runs on images without pandas
@@ -221,7 +221,7 @@ def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0
     data = random_sequences(np.random.default_rng(seed), max(steps, 5) * train_cfg.batch_size, data_cfg)
     rows = []
     for size in sizes:
-        loops = {kernel: _training_loop(kernel, size, data, train_cfg, device) for kernel in ("nn", "unrolled")}
+        loops = {kernel: _training_loop(kernel, size, data, train_cfg, device, cell) for kernel in ("nn", "unrolled")}
         first = {kernel: loop(0, 1) for kernel, loop in loops.items()}  # compilation, for unrolled
         for kernel, loop in loops.items():
             loop(1, 5)  # warm-up
@@ -232,19 +232,19 @@ def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0
                 elapsed[kernel] += loop(5 + r * per_round, 5 + (r + 1) * per_round)
         done = rounds * per_round
         slow, fast = done / elapsed["nn"], done / elapsed["unrolled"]
-        rows.append({"size": size, "device": str(device), "threads": torch.get_num_threads(),
+        rows.append({"cell": cell, "size": size, "device": str(device), "threads": torch.get_num_threads(),
                      "steps": done, "nn_steps_per_s": slow, "unrolled_steps_per_s": fast,
                      "speedup": fast / slow, "unrolled_compile_s": first["unrolled"] - first["nn"]})
-        log(f"N={size}: nn {slow:.1f} steps/s, unrolled {fast:.1f} steps/s ({fast / slow:.2f}x; "
+        log(f"{cell} N={size}: nn {slow:.1f} steps/s, unrolled {fast:.1f} steps/s ({fast / slow:.2f}x; "
             f"compiled in {rows[-1]['unrolled_compile_s']:.0f} s)")
     return pd.DataFrame(rows)
 
 
-def _training_loop(kernel: str, size: int, data: SequenceSet, cfg: TrainConfig, device):
-    """A function timing training steps start..end-1 of a fresh model with `kernel`, as
+def _training_loop(kernel: str, size: int, data: SequenceSet, cfg: TrainConfig, device, cell: str = "gru"):
+    """A function timing training steps start..end-1 of a fresh `cell` model with `kernel`, as
     train_model takes them (seconds, device work included)."""
     torch.manual_seed(0)
-    model = RepeatRNN(DATA.n_symbols, size).to(device).train()
+    model = RepeatRNN(DATA.n_symbols, size, cell=cell).to(device).train()
     rows, update = training_kernel(kernel, model, make_optimizer(model.parameters(), cfg), data, device)
 
     def timed(start: int, end: int) -> float:
@@ -258,9 +258,12 @@ def _training_loop(kernel: str, size: int, data: SequenceSet, cfg: TrainConfig, 
     return timed
 
 
-def run_benchmark_training(sizes, steps: int, device, rounds: int = 4, out=None) -> None:
-    """The benchmark-training command: print the table, and write it as CSV to `out` if given."""
-    results = benchmark_training(sizes, steps, device, rounds)
+def run_benchmark_training(sizes, steps: int, device, rounds: int = 4, out=None, cells=("gru",)) -> None:
+    """The benchmark-training command: print the table (one row per cell and size), and write it
+    as CSV to `out` if given."""
+    import pandas as pd
+    results = pd.concat([benchmark_training(sizes, steps, device, rounds, cell=cell) for cell in cells],
+                        ignore_index=True)
     if out:
         results.to_csv(out, index=False)
     print(results.to_string(index=False))

@@ -121,7 +121,7 @@ def cmd_migrate_layout(args) -> None:
 
 def cmd_benchmark_training(args) -> None:
     from onion.benchmark import run_benchmark_training
-    run_benchmark_training(args.sizes, args.steps, _device(args), args.rounds, args.out)
+    run_benchmark_training(args.sizes, args.steps, _device(args), args.rounds, args.out, args.cells)
 
 
 def cmd_gpu_check(args) -> None:
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m onion", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     checkpoint = {"default": None, "help": "resumable checkpoint path"}
-    kernel = {"default": "auto", "choices": KERNELS, "help": "GRU loops: nn.GRU, unrolled (compiled), auto"}
+    kernel = {"default": "auto", "choices": KERNELS, "help": "recurrent loops: torch.nn's layers, unrolled (compiled), auto"}
     _add(sub, "make-dataset", cmd_make_dataset, "generate the train and validation sets", "--train",
          "--valid", "--das-valid", "--das-train", configs=("data",))
     p = _add(sub, "train", cmd_train, "train one repeat model (GRU, LSTM or tanh RNN) and evaluate it",
@@ -204,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "summary", cmd_summary, "one page: which of the paper's claims this run reproduced",
          "--base", "--interventions", "--probes", "--out",
          append={"nargs": "*", "default": [], "help": "Markdown sections to add at the end"},
-         settings={"type": _json_arg, "default": {}, "help": "the run's data, train, interventions "
-                   "and probes settings as JSON (for the differences from the authors)"})
+         settings={"type": _json_arg, "default": {}, "help": "the run's data, train, interventions, "
+                   "probes and extract settings as JSON (for the differences from the authors)"})
     p = _add(sub, "figure", cmd_figure, "Fig. 2 (gates), Fig. 5 (gates-all) or Fig. 4 (probes)", "--pdf",
              "--png", inputs={"nargs": "+", "required": True},
              channels={"type": int, "default": 64}, size={"type": int, "default": 64},
@@ -222,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "migrate-layout", cmd_migrate_layout, "move artifacts of the layout before recurrent "
              "cells under cell=gru/ (nothing retrains)")
     p.add_argument("data_dir", nargs="?", default="data")
-    p = _add(sub, "benchmark-training", cmd_benchmark_training, "training steps/s of nn.GRU on packed "
-             "batches and of the unrolled kernel", device=True, sizes={"type": int, "nargs": "+", "default": [48, 64, 128]},
+    p = _add(sub, "benchmark-training", cmd_benchmark_training, "training steps/s of torch.nn's layer on "
+             "packed batches and of the unrolled kernel", device=True, sizes={"type": int, "nargs": "+", "default": [48, 64, 128]},
+             cells={"nargs": "+", "default": ["gru"], "choices": CELLS},
              steps={"type": int, "default": 200}, rounds={"type": int, "default": 4}, out={"default": None})
     p.set_defaults(device="cpu", threads=1)
     p = _add(sub, "gpu-check", cmd_gpu_check, "the CUDA path against the CPU, then its speed and the paper "

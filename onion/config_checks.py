@@ -102,10 +102,6 @@ def cross_field_problems(config: dict, cuda_available: Callable[[], bool] | None
     """Rules across keys, on the active grid's settings."""
     problems = _data_problems(config["data"])
     problems += _extract_problems(grid_settings(config, "extract"), config["data"])
-    cells = {cell for block in config["grids"][config["grid"]]["models"] for cell in block.get("cells", ["gru"])}
-    if config.get("kernel") == "unrolled" and cells - {"gru"}:
-        problems.append(f"config key 'kernel': unrolled is written for the GRU, and grid "
-                        f"'{config['grid']}' has {', '.join(sorted(cells - {'gru'}))} (use kernel: auto or nn)")
     if config.get("device") == "cuda" and cuda_available is not None and not cuda_available():
         problems.append("config key 'device': cuda requested, but PyTorch finds no CUDA device here "
                         "(use device: auto or cpu)")

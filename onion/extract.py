@@ -43,7 +43,7 @@ class ExtractConfig:
 
     texts: tuple[str, ...] = ("ab1cadf2",)  # fixed inputs for the trajectories (Fig. 2)
     n_trajectory_examples: int = 16  # plus this many validation sequences
-    n_train_states: int = 100_000  # final states of the first n training sequences (all if fewer)
+    n_train_states: int = 100_000  # final states of n training sequences drawn uniformly (all if fewer)
     batch_size: int = 4096
 
     def __post_init__(self):
@@ -214,17 +214,28 @@ def run_extract_trajectories(model_path, valid_path, out, variant: str, size: in
         f"({Path(out).stat().st_size / 1e6:.2f} MB, {time.perf_counter() - began:.1f} s)")
 
 
+def probe_training_sample(train: SequenceSet, n: int, seed: int) -> SequenceSet:
+    """n training sequences drawn uniformly without replacement (all of them if n >= len(train)),
+    in the training set's order: the probes see the training set's length mix, as the authors'
+    probes, which stream the whole training set. (The set is stored in draw order, and its first
+    rows over-represent short lengths: the distinct sampler runs out of short sequences later.)"""
+    if n >= len(train):
+        return train
+    rows = np.sort(np.random.default_rng([seed, 9_003]).choice(len(train), size=n, replace=False))
+    return SequenceSet(train.tokens[rows], train.lengths[rows])
+
+
 def run_extract_states(model_path, train_path, valid_path, out, variant: str, size: int, seed: int,
                        data: DataConfig, cfg: ExtractConfig, device) -> None:
-    """The extract_final_states job: final states of the first cfg.n_train_states training
-    sequences and of the validation set to Parquet; NaN/Inf states stop it, writing nothing."""
+    """The extract_final_states job: final states of cfg.n_train_states training sequences
+    (probe_training_sample) and of the validation set to Parquet; NaN/Inf states stop it, writing nothing."""
     began = time.perf_counter()
     model = load_model(model_path, device, variant, size)
     train = read_sequences(train_path, data.max_length)
     if cfg.n_train_states > len(train):
         log(f"extract.n_train_states={cfg.n_train_states} exceeds the {len(train)} sequences of "
             f"{train_path}: using all of them")
-    train = SequenceSet(train.tokens[:cfg.n_train_states], train.lengths[:cfg.n_train_states])
+    train = probe_training_sample(train, cfg.n_train_states, data.seed)
     valid = read_sequences(valid_path, data.max_length)
     table = states_table(model, {"train": train, "valid": valid}, device, variant, size, seed,
                          cfg.batch_size)

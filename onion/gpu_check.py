@@ -23,7 +23,7 @@ from onion.files import write_json
 from onion.interventions import InterventionConfig, intervention_step, make_counterfactuals, make_intervention
 from onion.log import log
 from onion.model import RepeatRNN
-from onion.model.unrolled import UnrolledRepeatModel, compiled_loss, model_tensors
+from onion.model.unrolled import compiled_loss, frozen_runner, model_tensors
 from onion.probes import ProbeConfig, make_probe, make_probe_optimizer, probe_step
 from onion.runtime import release_gpu_slots, resolve_device, synchronize
 from onion.training import make_optimizer, packed_batch_loss, packed_batches, padded_batches, training_kernel
@@ -48,7 +48,7 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0, k
     if loop == "train":
         params = list(model.parameters())
         loss = packed_batch_loss(model, *packed_batches(model, setup.train, device)(idx)) if kernel == "nn" \
-            else compiled_loss()(*model_tensors(model), *padded_batches(model, setup.train, device)(idx))
+            else compiled_loss()(model.cell, *model_tensors(model), *padded_batches(model, setup.train, device)(idx))
     elif loop == "intervention":
         module = make_intervention(kind, DATA.n_symbols, setup.size, DATA.max_length).eval()
         generator = torch.Generator().manual_seed(seed)
@@ -59,7 +59,7 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0, k
         for p in model.parameters():
             p.requires_grad_(False)
         batch = cf.to(device).batch()
-        runner = model if kernel == "nn" else UnrolledRepeatModel(model)
+        runner = frozen_runner(model, kernel, device)
         loss = runner.decode_loss(module(runner, batch), batch["target"], batch["lengths"])
     else:
         probe = make_probe(kind, setup.size, DATA.n_symbols, DATA.max_length).to(device)
@@ -110,7 +110,7 @@ def _step_function(loop: str, kind: str, setup: Setup, device, kernel: str = "nn
         optimizer = make_optimizer(module.parameters(), InterventionConfig())
         tokens = torch.as_tensor(setup.train.tokens, device=device)
         lengths = torch.as_tensor(setup.train.lengths, device=device)
-        runner = model if kernel == "nn" else UnrolledRepeatModel(model)
+        runner = frozen_runner(model, kernel, device)
         return lambda step: intervention_step(runner, module, optimizer, kind, tokens, lengths, 256, 0, step)
     probe = make_probe(kind, setup.size, DATA.n_symbols, DATA.max_length).to(device).train()
     if kernel == "unrolled":

@@ -16,5 +16,5 @@ DAS_TRAIN_SETS = ("own", "model_train")  # linear DAS's targets: its own set (au
 REPLACEMENTS = ("any", "different")  # counterfactual tokens: uniform (authors) or never the original
 PROBE_DECAYS = ("all", "matrices")  # probe weight decay on every parameter (authors) or matrices only
 LR_SCHEDULES = ("constant", "cosine")
-KERNELS = ("auto", "nn", "unrolled")  # how GRU loops run: torch.nn's GRU, onion.model.unrolled, or by device
+KERNELS = ("auto", "nn", "unrolled")  # how recurrent loops run: torch.nn's layers, onion.model.unrolled, or by device
 DEVICES = ("auto", "cpu", "cuda")

@@ -127,7 +127,7 @@ def unrolled_step(model: RepeatRNN, optimizer, loss_fn, inputs: torch.Tensor,
                   targets: torch.Tensor) -> torch.Tensor:
     """One teacher-forced update on a padded batch [B, 2T] with the unrolled kernel `loss_fn`
     (onion.model.unrolled.compiled_loss). Returns the loss, still on the device."""
-    loss = loss_fn(*model_tensors(model), inputs, targets)
+    loss = loss_fn(model.cell, *model_tensors(model), inputs, targets)
     return apply_update(optimizer, loss)
 
 

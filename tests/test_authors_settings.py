@@ -80,13 +80,15 @@ def test_the_summary_lists_every_departure_from_the_authors():
     assert differences_from_authors(authors, seeds=5) == []
     ours = {"data": {"train_sampling": "iid", "das_train": "model_train"},
             "interventions": {"steps": 6000, "lr": 0.003, "replacement": "different"},
-            "probes": {"steps": 6000, "lr": 0.03, "lr_schedule": "cosine", "weight_decay_on": "matrices"}}
+            "probes": {"steps": 6000, "lr": 0.03, "lr_schedule": "cosine", "weight_decay_on": "matrices"},
+            "extract": {"n_train_states": 100_000}}
     lines = differences_from_authors(ours, seeds=2)
     for expected in ("data.train_sampling = 'iid'", "data.das_train = 'model_train'",
                      "interventions.steps = 6000 (the authors: 60000)", "interventions.replacement",
                      "probes.lr_schedule = 'cosine'", "probes.weight_decay_on = 'matrices'",
+                     "extract.n_train_states = 100000 (the authors: 1000000)",
                      "2 seeds per entry (the authors: 5)"):
         assert any(line.startswith(expected) for line in lines), expected
-    assert len(lines) == 10
+    assert len(lines) == 11
     by_kind = differences_from_authors({**authors, "probes_by_kind": {"gru_no_input": {"steps": 20000, "lr": 0.001}}}, 5)
     assert by_kind == ["probes[gru_no_input].steps = 20000, for the gru_no_input kind only (the authors: 60000)"]

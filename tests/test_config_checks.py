@@ -51,7 +51,7 @@ def test_the_shipped_config_is_valid():
     ({"data.n_das_train": 20_000_000_000_000}, "data.n_das_train", "greater than the maximum"),
     ({"data.n_das_train": 9_000_000, "data.das_length": 4, "extract.texts": ["ab1c"]}, "data.n_das_train",
      "do not exist outside the linear-DAS validation set"),
-    ({"grid": "cells", "kernel": "unrolled"}, "kernel", "has lstm, rnn_tanh"),
+    ({"kernel": "fused"}, "kernel", "is not one of"),
     ({"grids.default.probes_by_kind": {"gru_decoder": {"steps": 10}}}, "grids.default.probes_by_kind",
      "'gru_decoder' is not one of"),
     ({"grids.default.probes_by_kind": {"mlp": {"stepz": 10}}}, "grids.default.probes_by_kind.mlp",

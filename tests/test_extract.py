@@ -5,9 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from onion.data import encode_text, sos_token
-from onion.extract import (ExtractConfig, final_states, read_states, states_table, trajectories_table,
-                           trajectory, trajectory_examples)
+from onion.config import DataConfig
+from onion.data import encode_text, make_datasets, sequence_keys, sos_token
+from onion.extract import (ExtractConfig, final_states, probe_training_sample, read_states, states_table,
+                           trajectories_table, trajectory, trajectory_examples)
 from onion.files import vectors, write_parquet
 from onion.model import RepeatRNN
 from onion.toymodels import SlotModel
@@ -149,3 +150,25 @@ def test_figures_from_parquet_and_json(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
     with pytest.raises(ValueError, match="no trajectory"):
         figures.gate_matrix(paths[0], text="zzz")
+
+
+def test_probe_training_sample_has_the_training_sets_length_mix():
+    """The distinct set is stored in draw order, so its first rows over-represent short lengths; the
+    probes' training states are a uniform sample and keep the whole set's mix (the authors' probes
+    stream the whole set)."""
+    cfg = DataConfig(n_symbols=4, min_length=2, max_length=6, n_train=4000, n_valid=20, seed=2,
+                     das_length=6, n_das_valid=50)
+    train, _ = make_datasets(cfg)
+    n = 800
+    sample = probe_training_sample(train, n, cfg.seed)
+    whole = np.bincount(train.lengths, minlength=7) / len(train)
+    first = np.bincount(train.lengths[:n], minlength=7) / n
+    drawn = np.bincount(sample.lengths, minlength=7) / n
+    sd = np.sqrt(whole * (1 - whole) / n)
+    assert np.all(np.abs(drawn - whole) < 4 * sd + 1e-9)
+    assert np.abs(first - whole).max() > 10 * sd.max()  # the bias the sample avoids is real here
+    keys = sequence_keys(sample.tokens, sample.lengths, cfg.n_symbols)
+    assert len(np.unique(keys)) == n and np.isin(keys, sequence_keys(train.tokens, train.lengths, 4)).all()
+    again = probe_training_sample(train, n, cfg.seed)
+    assert np.array_equal(again.tokens, sample.tokens)  # a pure function of (set, n, seed)
+    assert probe_training_sample(train, len(train) + 1, cfg.seed) is train

@@ -77,12 +77,12 @@ def test_accuracy_summary_counts_only_real_tokens():
 
 def test_benchmark_training_command_runs(capsys, tmp_path):
     from onion.cli import main
-    assert main(["benchmark-training", "--sizes", "8", "--steps", "4", "--rounds", "2",
+    assert main(["benchmark-training", "--sizes", "8", "--steps", "4", "--rounds", "2", "--cells", "rnn_tanh",
                  "--out", str(tmp_path / "b.csv")]) == 0
     table = capsys.readouterr().out
     assert "nn_steps_per_s" in table and "unrolled_compile_s" in table
     rows = (tmp_path / "b.csv").read_text().splitlines()
-    assert len(rows) == 2 and rows[1].startswith("8,cpu,")
+    assert len(rows) == 2 and rows[1].startswith("rnn_tanh,8,cpu,")
 
 
 def _reference_packed_loss(model, tokens, lengths):

@@ -1,7 +1,7 @@
-"""The unrolled GRU kernel (onion.model.unrolled) against nn.GRU: the same loss and gradients for
-the same weights and batch, odd lengths and padding included, in training, in the interventions'
-steps on the frozen model and in the GRU probes; training with it; which jobs use it; the eager
-fallback."""
+"""The unrolled kernel (onion.model.unrolled) against torch.nn's GRU, LSTM and tanh RNN: the same
+loss and gradients for the same weights and batch, odd lengths and padding included, in training,
+in the interventions' steps on the frozen model and in the GRU probes; training with it; which jobs
+use it; the eager fallback."""
 
 import numpy as np
 import pytest
@@ -31,15 +31,16 @@ def _packed_and_unrolled(model: RepeatRNN, data: SequenceSet):
     positions, sizes = pack_plan(np.arange(len(data)), data.lengths, inputs.shape[1])
     packed = packed_batch_loss(model, inputs.flatten()[positions], targets.flatten()[positions], sizes)
     padded = padded_batches(model, data, "cpu")(np.arange(len(data)))
-    eager = unrolled.teacher_forced_loss(*unrolled.model_tensors(model), *padded)
+    eager = unrolled.teacher_forced_loss(model.cell, *unrolled.model_tensors(model), *padded)
     return (packed, torch.autograd.grad(packed, params)), (eager, torch.autograd.grad(eager, params))
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn_tanh"])
 @pytest.mark.parametrize("variant", ["autoregressive", "no_input"])
 @pytest.mark.parametrize("lengths", [None, 2, 9])  # mixed (odd) lengths with padding; none; all padding
-def test_loss_and_every_gradient_equal_nn_grus(variant, lengths):
+def test_loss_and_every_gradient_equal_torch_nns(cell, variant, lengths):
     torch.manual_seed(1)
-    model = RepeatRNN(30, 12, variant)
+    model = RepeatRNN(30, 12, variant, cell)
     (packed, packed_grads), (eager, eager_grads) = _packed_and_unrolled(model, _batch(37, lengths))
     torch.testing.assert_close(eager, packed, rtol=1e-5, atol=1e-6)
     names = [name for name, _ in model.named_parameters()]
@@ -47,27 +48,17 @@ def test_loss_and_every_gradient_equal_nn_grus(variant, lengths):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_a_wrong_kernel_is_caught():
-    """The comparison can fail: a GRU step with the update gate's roles swapped differs."""
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn_tanh"])
+def test_a_wrong_kernel_is_caught(cell, monkeypatch):
+    """The comparison can fail: a step with its gate blocks in the wrong order differs."""
     torch.manual_seed(1)
-    model = RepeatRNN(30, 12)
-    data = _batch(37)
-    real = unrolled.gru_states
-
-    def swapped(table, inputs, h, weight_hh, bias_hh):
-        return real(table, inputs, h, weight_hh.flip(0), bias_hh)
-
-    unrolled.gru_states = swapped
-    try:
-        (packed, _), (eager, _) = _packed_and_unrolled(model, data)
-    finally:
-        unrolled.gru_states = real
-    assert abs(float(packed) - float(eager)) > 1e-3
-
-
-def test_the_unrolled_kernel_is_for_the_gru():
-    with pytest.raises(ValueError, match="GRU"):
-        unrolled.model_tensors(RepeatRNN(30, 8, cell="lstm"))
+    model = RepeatRNN(30, 12, cell=cell)
+    name = {"gru": "gru_update", "lstm": "lstm_update", "rnn_tanh": "tanh_update"}[cell]
+    real = getattr(unrolled, name)
+    monkeypatch.setattr(unrolled, name, lambda gi, state, w, b: real(gi, state, w.flip(0), b))
+    (packed, packed_grads), (eager, eager_grads) = _packed_and_unrolled(model, _batch(37))
+    assert not all(torch.allclose(a, b, rtol=1e-4, atol=1e-6)  # the known-answer test's tolerances
+                   for a, b in zip((eager, *eager_grads), (packed, *packed_grads)))
 
 
 def test_training_with_the_compiled_kernel_learns_and_matches_the_eager_loss():
@@ -79,8 +70,8 @@ def test_training_with_the_compiled_kernel_learns_and_matches_the_eager_loss():
     model = RepeatRNN(5, 8)
     batch = padded_batches(model, train, "cpu")(np.arange(16))
     compiled = unrolled.compiled_loss()
-    torch.testing.assert_close(compiled(*unrolled.model_tensors(model), *batch),
-                               unrolled.teacher_forced_loss(*unrolled.model_tensors(model), *batch))
+    torch.testing.assert_close(compiled("gru", *unrolled.model_tensors(model), *batch),
+                               unrolled.teacher_forced_loss("gru", *unrolled.model_tensors(model), *batch))
     record = train_model(model, train, valid, TrainConfig(steps=150, batch_size=16, lr=0.01, log_every=50,
                                                           eval_every=0), 0, "cpu", kernel="unrolled")
     assert record["finished"] and record["final_loss"] < 1.0 and record["first_step_seconds"] > 0
@@ -96,34 +87,35 @@ def test_without_a_compiler_the_eager_loop_runs_and_says_so(monkeypatch, capsys)
     torch.manual_seed(0)
     model = RepeatRNN(30, 8)
     batch = padded_batches(model, _batch(8), "cpu")(np.arange(8))
-    loss = unrolled.compiled_loss()(*unrolled.model_tensors(model), *batch)
-    assert torch.equal(loss, unrolled.teacher_forced_loss(*unrolled.model_tensors(model), *batch))
+    loss = unrolled.compiled_loss()("gru", *unrolled.model_tensors(model), *batch)
+    assert torch.equal(loss, unrolled.teacher_forced_loss("gru", *unrolled.model_tensors(model), *batch))
     assert "torch.compile failed (RuntimeError: no C++ compiler found)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn_tanh"])
 @pytest.mark.parametrize("variant", ["autoregressive", "no_input"])
-def test_the_frozen_model_encodes_and_decodes_as_nn_grus(variant):
-    """Interventions' steps: final states, and the decoder loss and its gradient with respect to
-    the (intervened) state, equal the model's own nn.GRU methods on mixed lengths."""
+def test_the_frozen_model_encodes_and_decodes_as_torch_nn(cell, variant):
+    """Interventions' steps: final states (the LSTM's [h, c]), and the decoder loss and its gradient
+    with respect to the (intervened) state, equal the model's own torch.nn methods on mixed lengths."""
     torch.manual_seed(2)
-    model = RepeatRNN(30, 12, variant)
+    model = RepeatRNN(30, 12, variant, cell)
     data = _batch(41)
     tokens, lengths = torch.as_tensor(data.tokens), torch.as_tensor(data.lengths)
     fast = unrolled.UnrolledRepeatModel(model, compile=False)
     torch.testing.assert_close(fast.encode(tokens, lengths), model.encode(tokens, lengths), rtol=1e-5, atol=1e-6)
-    h = torch.randn(41, 12, requires_grad=True)
+    h = torch.randn(41, model.state_size, requires_grad=True)
     ours, theirs = fast.decode_loss(h, tokens, lengths), model.decode_loss(h, tokens, lengths)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.autograd.grad(ours, h)[0], torch.autograd.grad(theirs, h)[0],
                                rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("kind", ["linear_bigram", "onion"])
-def test_an_intervention_step_updates_as_with_nn_grus(kind):
+@pytest.mark.parametrize("kind,cell", [("linear_bigram", "gru"), ("onion", "gru"), ("onion", "lstm")])
+def test_an_intervention_step_updates_as_with_torch_nn(kind, cell):
     """One training step of an intervention on the frozen model through either kernel: the same
     loss and the same updated intervention parameters."""
     torch.manual_seed(3)
-    model = RepeatRNN(30, 12)
+    model = RepeatRNN(30, 12, cell=cell)
     for p in model.parameters():
         p.requires_grad_(False)
     data = _batch(64, lengths=9)
@@ -131,7 +123,7 @@ def test_an_intervention_step_updates_as_with_nn_grus(kind):
     results = []
     for runner in (model, unrolled.UnrolledRepeatModel(model, compile=False)):
         torch.manual_seed(0)
-        intervention = make_intervention(kind, 30, 12, 9)
+        intervention = make_intervention(kind, 30, model.state_size, 9)
         optimizer = make_optimizer(intervention.parameters(), InterventionConfig(lr=0.01))
         loss = intervention_step(runner, intervention, optimizer, kind, tokens, lengths, 32, 0, 0)
         results.append((loss, [p.detach().clone() for p in intervention.parameters()]))
@@ -164,11 +156,12 @@ def test_gru_probes_lose_and_learn_as_with_nn_grus(kind):
 def test_which_jobs_run_unrolled():
     assert unrolled.use_unrolled("auto", "gru", "cpu")
     assert not unrolled.use_unrolled("auto", "gru", "cuda")  # cuDNN's fused GRU there
-    assert not unrolled.use_unrolled("auto", "lstm", "cpu")
     assert not unrolled.use_unrolled("nn", "gru", "cpu")
     assert unrolled.use_unrolled("unrolled", "gru", "cuda")
-    with pytest.raises(ValueError, match="GRU"):
-        unrolled.use_unrolled("unrolled", "rnn_tanh", "cpu")
+    for cell in ("gru", "lstm", "rnn_tanh"):
+        assert unrolled.use_unrolled("auto", cell, "cpu") == (cell in unrolled.UNROLLED_ON_CPU)
+        assert unrolled.use_unrolled("unrolled", cell, "cpu")
+        assert not unrolled.use_unrolled("auto", cell, "cuda")
 
 
 def test_a_compiled_gru_probe_trains_like_the_nn_one():

@@ -25,7 +25,7 @@ from onion.interventions.onion_intervention import OnionIntervention
 from onion.log import log
 from onion.loop import apply_update, each_step, optimise
 from onion.model import load_model
-from onion.model.unrolled import UnrolledRepeatModel, use_unrolled
+from onion.model.unrolled import frozen_runner
 from onion.names import INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, ONION_INTERVENTION_KINDS, REPLACEMENTS
 from onion.runtime import fingerprint
 from onion.training import make_optimizer
@@ -110,7 +110,7 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
     intervention.train()
     tokens = torch.as_tensor(targets.tokens, device=device)  # [n, T], on the device once
     lengths = torch.as_tensor(targets.lengths, device=device)  # [n]
-    runner = UnrolledRepeatModel(model) if use_unrolled(kernel, model.cell, device) else model
+    runner = frozen_runner(model, kernel, device)
 
     def update(step: int, _) -> torch.Tensor:
         return intervention_step(runner, intervention, optimizer, kind, tokens, lengths,

@@ -1,10 +1,12 @@
-"""The GRU written out step by step over a folded input table, for torch.compile on the CPU.
+"""The recurrent cells (GRU, LSTM, tanh RNN) written out step by step over a folded input table,
+for torch.compile on the CPU.
 
-nn.GRU on a CPU runs each gate's element-wise work as separate passes per time step; compiled as
-one explicit loop, inductor fuses them. The input weights are folded into a table first: the input
-of token x is (E W_ih^T + b_ih)[x], [V, 3N] computed once per call, instead of an N-wide embedding
-multiplied at every step. In real arithmetic this is nn.GRU's function with nn.GRU's parameters;
-tests/test_unrolled.py checks loss and gradients against the packed nn.GRU path.
+torch.nn's layers on a CPU run each gate's element-wise work as separate passes per time step;
+compiled as one explicit loop, inductor fuses them. The input weights are folded into a table
+first: the input of token x is (E W_ih^T + b_ih)[x], [V, G·N] (G gate blocks: 3 GRU, 4 LSTM, 1
+tanh) computed once per call, instead of an N-wide embedding multiplied at every step. In real
+arithmetic this is the torch.nn layer's function with its parameters; tests/test_unrolled.py checks
+loss and gradients against the packed torch.nn path for each cell.
 
 Batches are padded to the sequence table's full width 2T (fixed shapes: one compilation per model
 size); the teacher-forced targets of padding steps are -100, so they add nothing to the loss or
@@ -20,76 +22,103 @@ from onion.log import log
 from onion.model.rnn import ignore_padding
 
 
-def gru_states(table: torch.Tensor, inputs: torch.Tensor, h: torch.Tensor, weight_hh: torch.Tensor,
-               bias_hh: torch.Tensor) -> torch.Tensor:
-    """States after each step: table [V, 3N] (folded input weights), inputs [B, S] token ids,
-    h [B, N] the initial state -> [B, S, N]. PyTorch's GRU: r, z, n blocks,
-    h' = (1 − z) ⊙ n + z ⊙ h."""
-    gi = F.embedding(inputs, table)  # [B, S, 3N]
+def gru_update(gi: torch.Tensor, h: torch.Tensor, weight_hh: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:
+    """One GRU step: gi [B, 3N] the input's gate pre-activations, h [B, N] -> h'. PyTorch's r, z, n
+    blocks: h' = (1 − z) ⊙ n + z ⊙ h."""
+    gh = torch.addmm(bias_hh, h, weight_hh.T)  # [B, 3N]
+    i_r, i_z, i_n = gi.chunk(3, dim=1)
+    h_r, h_z, h_n = gh.chunk(3, dim=1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return n + z * (h - n)
+
+
+def lstm_update(gi: torch.Tensor, state: torch.Tensor, weight_hh: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:
+    """One LSTM step: gi [B, 4N], state [B, 2N] = [h, c] (RepeatRNN's flat LSTM state) -> [h', c'].
+    PyTorch's i, f, g, o blocks: c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c')."""
+    h, c = state.chunk(2, dim=1)
+    i, f, g, o = (gi + torch.addmm(bias_hh, h, weight_hh.T)).chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.cat([torch.sigmoid(o) * torch.tanh(c), c], dim=1)
+
+
+def tanh_update(gi: torch.Tensor, h: torch.Tensor, weight_hh: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:
+    """One tanh RNN step: gi [B, N], h [B, N] -> tanh(gi + W_hh h + b_hh)."""
+    return torch.tanh(gi + torch.addmm(bias_hh, h, weight_hh.T))
+
+
+def cell_states(cell: str, table: torch.Tensor, inputs: torch.Tensor, state: torch.Tensor,
+                weight_hh: torch.Tensor, bias_hh: torch.Tensor) -> torch.Tensor:
+    """States after each step: table [V, G·N] (folded input weights; G gate blocks), inputs [B, S]
+    token ids, state [B, state_size] the initial state -> [B, S, state_size] (the LSTM's: [h, c])."""
+    update = {"gru": gru_update, "lstm": lstm_update, "rnn_tanh": tanh_update}[cell]
+    gi = F.embedding(inputs, table)  # [B, S, G·N]
     states = []
     for t in range(inputs.shape[1]):
-        gh = torch.addmm(bias_hh, h, weight_hh.T)  # [B, 3N]
-        i_r, i_z, i_n = gi[:, t].chunk(3, dim=1)
-        h_r, h_z, h_n = gh.chunk(3, dim=1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        h = n + z * (h - n)
-        states.append(h)
+        state = update(gi[:, t], state, weight_hh, bias_hh)
+        states.append(state)
     return torch.stack(states, dim=1)
 
 
 def folded_table(embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor) -> torch.Tensor:
-    """The input gates' pre-activation of every token: embedding [V, N] -> [V, 3N]."""
+    """The input gates' pre-activation of every token: embedding [V, N] -> [V, G·N]."""
     return torch.addmm(bias_ih, embedding, weight_ih.T)
 
 
-def decode_loss(embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
+def decode_loss(cell: str, embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
                 weight_hh: torch.Tensor, bias_hh: torch.Tensor, readout_weight: torch.Tensor,
-                readout_bias: torch.Tensor, inputs: torch.Tensor, h: torch.Tensor,
+                readout_bias: torch.Tensor, inputs: torch.Tensor, state: torch.Tensor,
                 targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of a GRU with a linear read-out run from the states h [B, N] on the token
-    ids inputs [B, S], against targets [B, S] (-100 where there is no loss)."""
-    states = gru_states(folded_table(embedding, weight_ih, bias_ih), inputs, h, weight_hh, bias_hh)
-    logits = F.linear(states, readout_weight, readout_bias)  # [B, S, V]
+    """Mean cross-entropy of a recurrent layer with a linear read-out of h, run from the states
+    state [B, state_size] on the token ids inputs [B, S], against targets [B, S] (-100 where there
+    is no loss)."""
+    states = cell_states(cell, folded_table(embedding, weight_ih, bias_ih), inputs, state, weight_hh, bias_hh)
+    logits = F.linear(states[..., :weight_hh.shape[1]], readout_weight, readout_bias)  # [B, S, V] from h
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
-def teacher_forced_loss(embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
+def _zero_state(cell: str, batch: int, weight_hh: torch.Tensor) -> torch.Tensor:
+    """The zero initial state [B, state_size]."""
+    return weight_hh.new_zeros(batch, weight_hh.shape[1] * (2 if cell == "lstm" else 1))
+
+
+def teacher_forced_loss(cell: str, embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
                         weight_hh: torch.Tensor, bias_hh: torch.Tensor, readout_weight: torch.Tensor,
                         readout_bias: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of a padded batch of the sequence table (inputs, targets [B, 2T], targets
     -100 where there is no loss), from the zero state; the repeat model's parameters as tensors."""
-    h0 = embedding.new_zeros(inputs.shape[0], weight_hh.shape[1])
-    return decode_loss(embedding, weight_ih, bias_ih, weight_hh, bias_hh, readout_weight, readout_bias,
-                       inputs, h0, targets)
+    return decode_loss(cell, embedding, weight_ih, bias_ih, weight_hh, bias_hh, readout_weight, readout_bias,
+                       inputs, _zero_state(cell, inputs.shape[0], weight_hh), targets)
 
 
-def final_states(embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
+def final_states(cell: str, embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
                  weight_hh: torch.Tensor, bias_hh: torch.Tensor, tokens: torch.Tensor,
                  lengths: torch.Tensor) -> torch.Tensor:
     """The state after each sequence's last token: tokens [B, T] (padded after L), lengths [B] ->
-    [B, N], from the zero state (padding comes after step L - 1, so it changes nothing)."""
-    h0 = embedding.new_zeros(tokens.shape[0], weight_hh.shape[1])
-    states = gru_states(folded_table(embedding, weight_ih, bias_ih), tokens, h0, weight_hh, bias_hh)
+    [B, state_size], from the zero state (padding comes after step L - 1, so it changes nothing)."""
+    states = cell_states(cell, folded_table(embedding, weight_ih, bias_ih), tokens,
+                         _zero_state(cell, tokens.shape[0], weight_hh), weight_hh, bias_hh)
     return states[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]
 
 
 def model_tensors(model) -> tuple[torch.Tensor, ...]:
-    """The repeat model's parameters in the order of decode_loss's, from a GRU RepeatRNN."""
-    if model.cell != "gru":
-        raise ValueError(f"the unrolled kernel is written for the GRU, not {model.cell!r}")
+    """The repeat model's parameters in the order of decode_loss's (after the cell's name)."""
     rnn = model.rnn
     return (model.embedding.weight, rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.weight_hh_l0, rnn.bias_hh_l0,
             model.readout.weight, model.readout.bias)
 
 
+# cells that "auto" runs unrolled on a CPU, by measured training speed (README: the unrolled kernel):
+# GRU 1.5-2.2x, LSTM 1.3-1.5x; the tanh RNN (1.12-1.15x) does not repay its compilation
+UNROLLED_ON_CPU = ("gru", "lstm")
+
+
 def use_unrolled(kernel: str, cell: str, device) -> bool:
-    """Whether a job runs its GRU loops here: kernel "unrolled" (GRU only), "nn" never (torch.nn's
-    GRU), "auto" for a GRU on the CPU (on CUDA, cuDNN's fused GRU is used)."""
-    if kernel == "unrolled" and cell != "gru":
-        raise ValueError(f"the unrolled kernel is written for the GRU, not {cell!r} (use kernel: nn or auto)")
-    return kernel == "unrolled" or (kernel == "auto" and cell == "gru" and torch.device(device).type == "cpu")
+    """Whether a job runs its recurrent loops here: kernel "unrolled" always, "nn" never (torch.nn's
+    layers), "auto" for the cells of UNROLLED_ON_CPU on a CPU (on CUDA, cuDNN's fused layers)."""
+    return kernel == "unrolled" or (kernel == "auto" and cell in UNROLLED_ON_CPU
+                                    and torch.device(device).type == "cpu")
 
 
 def compiled(function, compile: bool = True):
@@ -116,27 +145,34 @@ def compiled(function, compile: bool = True):
 
 
 def compiled_loss(compile: bool = True):
-    """teacher_forced_loss, compiled (see `compiled`): the training step of train_model."""
+    """teacher_forced_loss, compiled (see `compiled`): the training step of train_model (called
+    with the cell's name first)."""
     return compiled(teacher_forced_loss, compile)
 
 
 class UnrolledRepeatModel:
-    """A frozen GRU RepeatRNN's `encode` and `decode_loss` through the compiled loops: what an
-    intervention's training step runs (onion.interventions.train); the nn.GRU versions are the
+    """A frozen RepeatRNN's `encode` and `decode_loss` through the compiled loops: what an
+    intervention's training step runs (onion.interventions.train); the torch.nn versions are the
     model's own methods of the same names."""
 
     def __init__(self, model, compile: bool = True):
-        self.model, self.n_symbols = model, model.n_symbols
+        self.model, self.n_symbols, self.cell = model, model.n_symbols, model.cell
         self.tensors = model_tensors(model)
         self._encode = compiled(final_states, compile)
         self._loss = compiled(decode_loss, compile)
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Final states [B, N] of tokens [B, T] with lengths [B]."""
-        return self._encode(*self.tensors[:5], tokens, lengths)
+        """Final states [B, state_size] of tokens [B, T] with lengths [B]."""
+        return self._encode(self.cell, *self.tensors[:5], tokens, lengths)
 
     def decode_loss(self, state: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the teacher-forced decoder from state [B, N] on targets [B, T]."""
-        return self._loss(*self.tensors, self.model.decoder_inputs(targets), state,
+        """Mean cross-entropy of the teacher-forced decoder from state [B, state_size] on targets [B, T]."""
+        return self._loss(self.cell, *self.tensors, self.model.decoder_inputs(targets), state,
                           ignore_padding(targets, lengths))
 
+
+
+def frozen_runner(model, kernel: str, device):
+    """What runs a frozen model's `encode` and `decode_loss` in an analysis: its
+    UnrolledRepeatModel where `kernel` says so on `device` (use_unrolled), else the model itself."""
+    return UnrolledRepeatModel(model) if use_unrolled(kernel, model.cell, device) else model

@@ -123,7 +123,7 @@ class GRUProbe(nn.Module):
         if self.unrolled_loss is not None:
             table, ids = self._unrolled_inputs(h, tokens)
             gru = self.gru
-            return self.unrolled_loss(table, gru.weight_ih_l0, gru.bias_ih_l0, gru.weight_hh_l0, gru.bias_hh_l0,
+            return self.unrolled_loss("gru", table, gru.weight_ih_l0, gru.bias_ih_l0, gru.weight_hh_l0, gru.bias_hh_l0,
                                       self.readout.weight, self.readout.bias, ids, h, ignore_padding(tokens, lengths))
         states, _ = self.gru(self._inputs(h, tokens), h[None].contiguous())
         return masked_ce(self.readout(states), tokens, lengths)

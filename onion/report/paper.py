@@ -58,5 +58,6 @@ AUTHORS_SETTINGS = {
                       "replacement": "any"},
     "probes": {"steps": 60_000, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.1,
                "lr_schedule": "constant", "weight_decay_on": "all"},
+    "extract": {"n_train_states": 1_000_000},  # their probes stream the whole training set
 }
 SEEDS = 5  # runs per table entry

@@ -177,7 +177,7 @@ def contrast_verdict(small_ar_interventions: str, small_ar_probes: str, no_input
 
 
 def differences_from_authors(settings: dict, seeds: int) -> list[str]:
-    """One line per setting of this run (config sections data, train, interventions, probes, with
+    """One line per setting of this run (config sections data, train, interventions, probes, extract, with
     the grid's overrides, and the per-kind ones of `interventions_by_kind` and `probes_by_kind`)
     that differs from the authors' (paper.AUTHORS_SETTINGS), and the seeds."""
     lines = [f"{section}.{key} = {settings.get(section, {}).get(key)!r} (the authors: {value!r})"

@@ -34,7 +34,7 @@ rule write_summary:
         report("data/summary.md", caption="../report/summary.rst", category="Summary"),
     params:
         settings=as_json_arg(
-            {s: settings(s) for s in ("train", "interventions", "probes")}
+            {s: settings(s) for s in ("train", "interventions", "probes", "extract")}
             | {f"{s}_by_kind": GRID.get(f"{s}_by_kind", {}) for s in ("interventions", "probes")}
             | {"data": config["data"]}
         ),
