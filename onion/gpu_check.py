@@ -26,7 +26,7 @@ from onion.model import RepeatRNN
 from onion.model.unrolled import compiled_loss, frozen_runner, model_tensors
 from onion.probes import ProbeConfig, make_probe, make_probe_optimizer, probe_step
 from onion.runtime import release_gpu_slots, resolve_device, synchronize
-from onion.training import make_optimizer, packed_batch_loss, packed_batches, padded_batches, training_kernel
+from onion.training import make_optimizer, packed_batch_loss, packed_batches, training_kernel
 
 CUDA_DEFAULTS = {"sizes": [64, 1024], "steps": 200, "jobs": [1, 4, 8], "concurrency_size": 64,
                  "concurrency_steps": 2000, "startup_seconds": 40.0, "kernels": ("nn", "unrolled")}
@@ -47,8 +47,9 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0, k
     idx = np.random.default_rng(seed).integers(0, len(setup.train), size=256)
     if loop == "train":
         params = list(model.parameters())
-        loss = packed_batch_loss(model, *packed_batches(model, setup.train, device)(idx)) if kernel == "nn" \
-            else compiled_loss()(model.cell, *model_tensors(model), *padded_batches(model, setup.train, device)(idx))
+        inputs, targets, batch_sizes = packed_batches(model, setup.train, device)(idx)
+        loss = packed_batch_loss(model, inputs, targets, batch_sizes) if kernel == "nn" else \
+            compiled_loss()(model.cell, *model_tensors(model), inputs, targets, batch_sizes.tolist())
     elif loop == "intervention":
         module = make_intervention(kind, DATA.n_symbols, setup.size, DATA.max_length).eval()
         generator = torch.Generator().manual_seed(seed)

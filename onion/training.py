@@ -106,48 +106,20 @@ def packed_batches(model: RepeatRNN, data: SequenceSet, device):
     return batch
 
 
-def padded_batches(model: RepeatRNN, data: SequenceSet, device):
-    """The sequence table of `data` on `device` with the targets of padding steps (at or after 2L)
-    set to -100, and a function that returns the rows idx [B] (a NumPy array) as (inputs,
-    targets [B, 2T]): the fixed-shape batches of the unrolled kernel (onion.model.unrolled)."""
-    tokens = torch.as_tensor(data.tokens, device=device)
-    lengths = torch.as_tensor(data.lengths, device=device)
-    inputs, targets = sequence_table(model, tokens, lengths)
-    steps = torch.arange(inputs.shape[1], device=device)[None, :]
-    targets = targets.masked_fill(steps >= 2 * lengths[:, None], -100)
-
-    def batch(idx: np.ndarray):
-        rows = torch.from_numpy(idx.astype(np.int64)).to(device, non_blocking=True)
-        return inputs[rows], targets[rows]
-
-    return batch
-
-
-def unrolled_step(model: RepeatRNN, optimizer, loss_fn, inputs: torch.Tensor,
-                  targets: torch.Tensor) -> torch.Tensor:
-    """One teacher-forced update on a padded batch [B, 2T] with the unrolled kernel `loss_fn`
-    (onion.model.unrolled.compiled_loss). Returns the loss, still on the device."""
-    loss = loss_fn(model.cell, *model_tensors(model), inputs, targets)
-    return apply_update(optimizer, loss)
-
-
-def train_step(model: RepeatRNN, optimizer, inputs: torch.Tensor, targets: torch.Tensor,
-               batch_sizes: torch.Tensor) -> torch.Tensor:
-    """One teacher-forced update on a packed batch (see packed_batch_loss). Returns the loss,
-    still on the device."""
-    loss = packed_batch_loss(model, inputs, targets, batch_sizes)
-    return apply_update(optimizer, loss)
-
-
 def training_kernel(kernel: str, model: RepeatRNN, optimizer, data: SequenceSet, device):
     """How a training step runs with `kernel` (onion.names.KERNELS): (rows, update), where rows(idx)
-    gathers the batch of examples idx [B] (a NumPy array) and update(batch) takes one step on it,
-    returning the loss on the device. nn.GRU on packed batches, or onion.model.unrolled."""
+    gathers the packed batch of examples idx [B] (a NumPy array; see packed_batches) and
+    update(batch) takes one step on it, returning the loss on the device. The loss is
+    packed_batch_loss (torch.nn's layer) or onion.model.unrolled's compiled packed_loss."""
     if use_unrolled(kernel, model.cell, device):
-        loss_fn = compiled_loss()
-        return (padded_batches(model, data, device),
-                lambda batch: unrolled_step(model, optimizer, loss_fn, *batch))
-    return packed_batches(model, data, device), lambda batch: train_step(model, optimizer, *batch)
+        unrolled_loss = compiled_loss()
+
+        def loss(inputs, targets, batch_sizes):
+            return unrolled_loss(model.cell, *model_tensors(model), inputs, targets, batch_sizes.tolist())
+    else:
+        def loss(inputs, targets, batch_sizes):
+            return packed_batch_loss(model, inputs, targets, batch_sizes)
+    return packed_batches(model, data, device), lambda batch: apply_update(optimizer, loss(*batch))
 
 
 def make_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -13,8 +13,7 @@ from onion.data import SequenceSet, make_datasets, random_sequences
 from onion.model import RepeatRNN
 from onion.model import unrolled
 from onion.probes import ProbeConfig, make_probe, train_probe
-from onion.training import (make_optimizer, pack_plan, packed_batch_loss, padded_batches, sequence_table,
-                            train_model)
+from onion.training import make_optimizer, packed_batch_loss, packed_batches, train_model
 
 
 def _batch(n: int, lengths=None, seed: int = 0) -> SequenceSet:
@@ -25,19 +24,23 @@ def _batch(n: int, lengths=None, seed: int = 0) -> SequenceSet:
     return data
 
 
+def _packed(model: RepeatRNN, data: SequenceSet, idx=None):
+    """The packed batch of examples idx (default: all) with its batch sizes as Python ints."""
+    inputs, targets, sizes = packed_batches(model, data, "cpu")(np.arange(len(data)) if idx is None else idx)
+    return inputs, targets, sizes.tolist()
+
+
 def _packed_and_unrolled(model: RepeatRNN, data: SequenceSet):
     params = list(model.parameters())
-    inputs, targets = sequence_table(model, torch.as_tensor(data.tokens), torch.as_tensor(data.lengths))
-    positions, sizes = pack_plan(np.arange(len(data)), data.lengths, inputs.shape[1])
-    packed = packed_batch_loss(model, inputs.flatten()[positions], targets.flatten()[positions], sizes)
-    padded = padded_batches(model, data, "cpu")(np.arange(len(data)))
-    eager = unrolled.teacher_forced_loss(model.cell, *unrolled.model_tensors(model), *padded)
+    inputs, targets, sizes = _packed(model, data)
+    packed = packed_batch_loss(model, inputs, targets, torch.tensor(sizes))
+    eager = unrolled.packed_loss(model.cell, *unrolled.model_tensors(model), inputs, targets, sizes)
     return (packed, torch.autograd.grad(packed, params)), (eager, torch.autograd.grad(eager, params))
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn_tanh"])
 @pytest.mark.parametrize("variant", ["autoregressive", "no_input"])
-@pytest.mark.parametrize("lengths", [None, 2, 9])  # mixed (odd) lengths with padding; none; all padding
+@pytest.mark.parametrize("lengths", [None, 2, 9])  # mixed (odd) lengths: a shrinking batch; all short; all long
 def test_loss_and_every_gradient_equal_torch_nns(cell, variant, lengths):
     torch.manual_seed(1)
     model = RepeatRNN(30, 12, variant, cell)
@@ -53,25 +56,32 @@ def test_a_wrong_kernel_is_caught(cell, monkeypatch):
     """The comparison can fail: a step with its gate blocks in the wrong order differs."""
     torch.manual_seed(1)
     model = RepeatRNN(30, 12, cell=cell)
-    name = {"gru": "gru_update", "lstm": "lstm_update", "rnn_tanh": "tanh_update"}[cell]
-    real = getattr(unrolled, name)
-    monkeypatch.setattr(unrolled, name, lambda gi, state, w, b: real(gi, state, w.flip(0), b))
+    real = unrolled.CELL_UPDATES[cell]
+    monkeypatch.setitem(unrolled.CELL_UPDATES, cell, lambda gi, state, w, b: real(gi, state, w.flip(0), b))
     (packed, packed_grads), (eager, eager_grads) = _packed_and_unrolled(model, _batch(37))
     assert not all(torch.allclose(a, b, rtol=1e-4, atol=1e-6)  # the known-answer test's tolerances
                    for a, b in zip((eager, *eager_grads), (packed, *packed_grads)))
 
 
 def test_training_with_the_compiled_kernel_learns_and_matches_the_eager_loss():
-    """Compiled at a small shape (lengths up to 3: 6 steps), one compilation for the whole run."""
+    """Compiled at a small shape (lengths up to 3: 6 steps); batches whose examples stop at
+    different steps (other batch sizes b_t) reuse the one compilation."""
     cfg = DataConfig(n_symbols=5, min_length=2, max_length=3, n_train=120, n_valid=20, das_length=3,
                      n_das_valid=10, n_das_train=20)
     train, valid = make_datasets(cfg)
     torch.manual_seed(0)
     model = RepeatRNN(5, 8)
-    batch = padded_batches(model, train, "cpu")(np.arange(16))
     compiled = unrolled.compiled_loss()
-    torch.testing.assert_close(compiled("gru", *unrolled.model_tensors(model), *batch),
-                               unrolled.teacher_forced_loss("gru", *unrolled.model_tensors(model), *batch))
+    by_length = [np.flatnonzero(train.lengths == length) for length in (2, 3)]
+    sizes_seen, graphs = set(), torch._dynamo.utils.counters["stats"]
+    for n_long in (5, 9, 12):  # 16 examples, n_long of length 3: batch sizes [16] * 4 + [n_long] * 2
+        batch = _packed(model, train, np.concatenate([by_length[1][:n_long], by_length[0][:16 - n_long]]))
+        sizes_seen.add(tuple(batch[2]))
+        torch.testing.assert_close(compiled("gru", *unrolled.model_tensors(model), *batch),
+                                   unrolled.packed_loss("gru", *unrolled.model_tensors(model), *batch))
+        if n_long == 5:
+            compiled_graphs = graphs["unique_graphs"]
+    assert len(sizes_seen) == 3 and graphs["unique_graphs"] == compiled_graphs  # no recompilation
     record = train_model(model, train, valid, TrainConfig(steps=150, batch_size=16, lr=0.01, log_every=50,
                                                           eval_every=0), 0, "cpu", kernel="unrolled")
     assert record["finished"] and record["final_loss"] < 1.0 and record["first_step_seconds"] > 0
@@ -86,9 +96,9 @@ def test_without_a_compiler_the_eager_loop_runs_and_says_so(monkeypatch, capsys)
     monkeypatch.setattr(torch, "compile", broken)
     torch.manual_seed(0)
     model = RepeatRNN(30, 8)
-    batch = padded_batches(model, _batch(8), "cpu")(np.arange(8))
+    batch = _packed(model, _batch(8))
     loss = unrolled.compiled_loss()("gru", *unrolled.model_tensors(model), *batch)
-    assert torch.equal(loss, unrolled.teacher_forced_loss("gru", *unrolled.model_tensors(model), *batch))
+    assert torch.equal(loss, unrolled.packed_loss("gru", *unrolled.model_tensors(model), *batch))
     assert "torch.compile failed (RuntimeError: no C++ compiler found)" in capsys.readouterr().err
 
 
