@@ -23,10 +23,11 @@ from onion.files import write_json
 from onion.interventions import InterventionConfig, intervention_step, make_counterfactuals, make_intervention
 from onion.log import log
 from onion.model import RepeatRNN
-from onion.model.unrolled import compiled_loss, frozen_runner, model_tensors
+from onion.model.unrolled import compiled_loss, frozen_runner
 from onion.probes import ProbeConfig, make_probe, make_probe_optimizer, probe_step
 from onion.runtime import release_gpu_slots, resolve_device, synchronize
-from onion.training import make_optimizer, packed_batch_loss, packed_batches, training_kernel
+from onion.training import (make_optimizer, packed_batch_loss, packed_batches, training_kernel,
+                            unrolled_batch_loss)
 
 CUDA_DEFAULTS = {"sizes": [64, 1024], "steps": 200, "jobs": [1, 4, 8], "concurrency_size": 64,
                  "concurrency_steps": 2000, "startup_seconds": 40.0, "kernels": ("nn", "unrolled")}
@@ -49,7 +50,7 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0, k
         params = list(model.parameters())
         inputs, targets, batch_sizes = packed_batches(model, setup.train, device)(idx)
         loss = packed_batch_loss(model, inputs, targets, batch_sizes) if kernel == "nn" else \
-            compiled_loss()(model.cell, *model_tensors(model), inputs, targets, batch_sizes.tolist())
+            unrolled_batch_loss(model, compiled_loss(), inputs, targets, batch_sizes)
     elif loop == "intervention":
         module = make_intervention(kind, DATA.n_symbols, setup.size, DATA.max_length).eval()
         generator = torch.Generator().manual_seed(seed)

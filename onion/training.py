@@ -18,6 +18,7 @@ from onion.files import write_json
 from onion.log import log
 from onion.loop import apply_update, optimise
 from onion.model import RepeatRNN, save_model
+from onion.model.rnn import packing
 from onion.model.unrolled import compiled_loss, model_tensors, use_unrolled
 from onion.runtime import fingerprint
 
@@ -63,13 +64,9 @@ def pack_plan(idx: np.ndarray, lengths: np.ndarray, width: int) -> tuple[torch.T
     length 2L, then time-major. idx [B], lengths [n] (input lengths L), width = the table's 2T ->
     (positions [sum 2L] into the flattened table, batch_sizes [max 2L], int64 on the CPU).
     """
-    steps = torch.from_numpy(2 * lengths[idx].astype(np.int64))  # [B]
-    sorted_steps, order = torch.sort(steps, descending=True)  # the order packing itself uses
+    order, slot, t, batch_sizes = packing(torch.from_numpy(2 * lengths[idx].astype(np.int64)))
     rows = torch.from_numpy(idx.astype(np.int64))[order]  # [B] table rows, longest first
-    t = torch.arange(int(sorted_steps[0]))[:, None]  # [S, 1]
-    inside = t < sorted_steps[None, :]  # [S, B]
-    positions = (rows[None, :] * width + t)[inside]  # time-major, then by length
-    return positions, inside.sum(1)
+    return rows[slot] * width + t, batch_sizes
 
 
 def packed_batch_loss(model: RepeatRNN, inputs: torch.Tensor, targets: torch.Tensor,
@@ -79,6 +76,14 @@ def packed_batch_loss(model: RepeatRNN, inputs: torch.Tensor, targets: torch.Ten
     embedded = PackedSequence(model.embedding(inputs), batch_sizes)
     states, _ = model.rnn(embedded)
     return F.cross_entropy(model.readout(states.data), targets, ignore_index=-100)
+
+
+def unrolled_batch_loss(model: RepeatRNN, loss_fn, inputs: torch.Tensor, targets: torch.Tensor,
+                        batch_sizes: torch.Tensor) -> torch.Tensor:
+    """packed_batch_loss through the unrolled kernel `loss_fn` (onion.model.unrolled.compiled_loss()
+    or its packed_loss), from the zero state."""
+    start = model.embedding.weight.new_zeros(int(batch_sizes[0]), model.state_size)  # [B, state_size]
+    return loss_fn(model.cell, *model_tensors(model), inputs, start, targets, batch_sizes.tolist())
 
 
 def packed_loss(model: RepeatRNN, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -115,7 +120,7 @@ def training_kernel(kernel: str, model: RepeatRNN, optimizer, data: SequenceSet,
         unrolled_loss = compiled_loss()
 
         def loss(inputs, targets, batch_sizes):
-            return unrolled_loss(model.cell, *model_tensors(model), inputs, targets, batch_sizes.tolist())
+            return unrolled_batch_loss(model, unrolled_loss, inputs, targets, batch_sizes)
     else:
         def loss(inputs, targets, batch_sizes):
             return packed_batch_loss(model, inputs, targets, batch_sizes)

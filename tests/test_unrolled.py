@@ -13,7 +13,7 @@ from onion.data import SequenceSet, make_datasets, random_sequences
 from onion.model import RepeatRNN
 from onion.model import unrolled
 from onion.probes import ProbeConfig, make_probe, train_probe
-from onion.training import make_optimizer, packed_batch_loss, packed_batches, train_model
+from onion.training import make_optimizer, packed_batch_loss, packed_batches, train_model, unrolled_batch_loss
 
 
 def _batch(n: int, lengths=None, seed: int = 0) -> SequenceSet:
@@ -25,16 +25,15 @@ def _batch(n: int, lengths=None, seed: int = 0) -> SequenceSet:
 
 
 def _packed(model: RepeatRNN, data: SequenceSet, idx=None):
-    """The packed batch of examples idx (default: all) with its batch sizes as Python ints."""
-    inputs, targets, sizes = packed_batches(model, data, "cpu")(np.arange(len(data)) if idx is None else idx)
-    return inputs, targets, sizes.tolist()
+    """The packed batch of examples idx (default: all): (inputs, targets, batch_sizes)."""
+    return packed_batches(model, data, "cpu")(np.arange(len(data)) if idx is None else idx)
 
 
 def _packed_and_unrolled(model: RepeatRNN, data: SequenceSet):
     params = list(model.parameters())
-    inputs, targets, sizes = _packed(model, data)
-    packed = packed_batch_loss(model, inputs, targets, torch.tensor(sizes))
-    eager = unrolled.packed_loss(model.cell, *unrolled.model_tensors(model), inputs, targets, sizes)
+    batch = _packed(model, data)
+    packed = packed_batch_loss(model, *batch)
+    eager = unrolled_batch_loss(model, unrolled.packed_loss, *batch)
     return (packed, torch.autograd.grad(packed, params)), (eager, torch.autograd.grad(eager, params))
 
 
@@ -76,9 +75,9 @@ def test_training_with_the_compiled_kernel_learns_and_matches_the_eager_loss():
     sizes_seen, graphs = set(), torch._dynamo.utils.counters["stats"]
     for n_long in (5, 9, 12):  # 16 examples, n_long of length 3: batch sizes [16] * 4 + [n_long] * 2
         batch = _packed(model, train, np.concatenate([by_length[1][:n_long], by_length[0][:16 - n_long]]))
-        sizes_seen.add(tuple(batch[2]))
-        torch.testing.assert_close(compiled("gru", *unrolled.model_tensors(model), *batch),
-                                   unrolled.packed_loss("gru", *unrolled.model_tensors(model), *batch))
+        sizes_seen.add(tuple(batch[2].tolist()))
+        torch.testing.assert_close(unrolled_batch_loss(model, compiled, *batch),
+                                   unrolled_batch_loss(model, unrolled.packed_loss, *batch))
         if n_long == 5:
             compiled_graphs = graphs["unique_graphs"]
     assert len(sizes_seen) == 3 and graphs["unique_graphs"] == compiled_graphs  # no recompilation
@@ -97,8 +96,8 @@ def test_without_a_compiler_the_eager_loop_runs_and_says_so(monkeypatch, capsys)
     torch.manual_seed(0)
     model = RepeatRNN(30, 8)
     batch = _packed(model, _batch(8))
-    loss = unrolled.compiled_loss()("gru", *unrolled.model_tensors(model), *batch)
-    assert torch.equal(loss, unrolled.packed_loss("gru", *unrolled.model_tensors(model), *batch))
+    loss = unrolled_batch_loss(model, unrolled.compiled_loss(), *batch)
+    assert torch.equal(loss, unrolled_batch_loss(model, unrolled.packed_loss, *batch))
     assert "torch.compile failed (RuntimeError: no C++ compiler found)" in capsys.readouterr().err
 
 

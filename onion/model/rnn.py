@@ -29,6 +29,17 @@ def ignore_padding(targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor
     return targets.masked_fill(~mask, -100)
 
 
+def packing(steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """pack_padded_sequence's layout (enforce_sorted=False) for sequences of steps [B] (int64, on
+    the CPU): examples sorted by decreasing length, then time-major. -> (order [B], the examples
+    longest first; slot, t [sum steps], the sorted example and the time step of each packed entry;
+    batch_sizes [max steps], how many examples run at each step)."""
+    sorted_steps, order = torch.sort(steps, descending=True)
+    inside = torch.arange(int(sorted_steps[0]))[:, None] < sorted_steps[None, :]  # [S, B]
+    t, slot = inside.nonzero(as_tuple=True)  # row-major: time-major
+    return order, slot, t, inside.sum(1)
+
+
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the real output tokens: logits [B, T, V], targets [B, T], lengths [B]."""
     return F.cross_entropy(logits.flatten(0, 1), ignore_padding(targets, lengths).flatten(),

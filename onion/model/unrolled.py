@@ -84,28 +84,29 @@ def decode_loss(cell: str, embedding: torch.Tensor, weight_ih: torch.Tensor, bia
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
-def _zero_state(cell: str, batch: int, weight_hh: torch.Tensor) -> torch.Tensor:
-    """The zero initial state [B, state_size]."""
-    return weight_hh.new_zeros(batch, weight_hh.shape[1] * (2 if cell == "lstm" else 1))
-
-
 def packed_loss(cell: str, embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,
                 weight_hh: torch.Tensor, bias_hh: torch.Tensor, readout_weight: torch.Tensor,
-                readout_bias: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
+                readout_bias: torch.Tensor, inputs: torch.Tensor, state: torch.Tensor, targets: torch.Tensor,
                 batch_sizes: list[int]) -> torch.Tensor:
-    """Mean cross-entropy of a packed batch from the zero state, as onion.training.packed_batch_loss
-    computes it with torch.nn: inputs, targets [sum 2L] time-major (onion.training.pack_plan),
-    batch_sizes [max 2L] Python ints, non-increasing (step t runs the first b_t examples)."""
+    """Mean cross-entropy of a recurrent layer with a linear read-out of h on a packed batch, as
+    torch.nn computes it on a PackedSequence (onion.training.packed_batch_loss): inputs, targets
+    [sum L] time-major (onion.model.rnn.packing; targets -100 where there is no loss), state
+    [B, state_size] the examples' initial states longest first, batch_sizes [max L] Python ints,
+    non-increasing (step t runs the first b_t examples)."""
     update = CELL_UPDATES[cell]
-    gi = F.embedding(inputs, folded_table(embedding, weight_ih, bias_ih))  # [sum 2L, G·N]
-    state = _zero_state(cell, batch_sizes[0], weight_hh)
+    gi = F.embedding(inputs, folded_table(embedding, weight_ih, bias_ih))  # [sum L, G·N]
     states, offset = [], 0
     for size in batch_sizes:
         state = update(gi[offset:offset + size], state[:size], weight_hh, bias_hh)  # [b_t, state_size]
         states.append(state)
         offset += size
-    hidden = torch.cat(states)[:, :weight_hh.shape[1]]  # [sum 2L, N]: h (the LSTM's [h, c] without c)
+    hidden = torch.cat(states)[:, :weight_hh.shape[1]]  # [sum L, N]: h (the LSTM's [h, c] without c)
     return F.cross_entropy(F.linear(hidden, readout_weight, readout_bias), targets, ignore_index=-100)
+
+
+def _zero_state(cell: str, batch: int, weight_hh: torch.Tensor) -> torch.Tensor:
+    """The zero initial state [B, state_size]."""
+    return weight_hh.new_zeros(batch, weight_hh.shape[1] * (2 if cell == "lstm" else 1))
 
 
 def final_states(cell: str, embedding: torch.Tensor, weight_ih: torch.Tensor, bias_ih: torch.Tensor,

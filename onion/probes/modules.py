@@ -11,8 +11,8 @@ from torch import nn
 
 from onion.names import GRU_PROBE_KINDS, PROBE_KINDS
 from onion.model import sequence_loss
-from onion.model.rnn import ignore_padding
-from onion.model.unrolled import compiled, decode_loss
+from onion.model.rnn import packing
+from onion.model.unrolled import compiled, packed_loss
 
 
 def masked_ce(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -100,9 +100,9 @@ class GRUProbe(nn.Module):
         self.unrolled_loss = None  # set by unroll()
 
     def unroll(self, compile: bool = True) -> None:
-        """Train through onion.model.unrolled's compiled loop: the same loss and gradients as
-        nn.GRU's, fused into fewer passes on a CPU."""
-        self.unrolled_loss = compiled(decode_loss, compile)
+        """Train through onion.model.unrolled's compiled loop on packed batches (no steps past an
+        example's length): the same loss and gradients as nn.GRU's, fused into fewer passes on a CPU."""
+        self.unrolled_loss = compiled(packed_loss, compile, dynamic=True)
 
     def _unrolled_inputs(self, h, tokens):
         # the input table's rows and the token ids [B, L_max] that pick them (a zero row: no input)
@@ -122,9 +122,12 @@ class GRUProbe(nn.Module):
         tokens = tokens[:, :self.max_length]
         if self.unrolled_loss is not None:
             table, ids = self._unrolled_inputs(h, tokens)
+            order, slot, t, batch_sizes = packing(lengths.cpu())
+            flat = (order[slot] * tokens.shape[1] + t).to(h.device)  # [sum L] into [B, L_max], time-major
             gru = self.gru
             return self.unrolled_loss("gru", table, gru.weight_ih_l0, gru.bias_ih_l0, gru.weight_hh_l0, gru.bias_hh_l0,
-                                      self.readout.weight, self.readout.bias, ids, h, ignore_padding(tokens, lengths))
+                                      self.readout.weight, self.readout.bias, ids.flatten()[flat],
+                                      h[order.to(h.device)], tokens.flatten()[flat], batch_sizes.tolist())
         states, _ = self.gru(self._inputs(h, tokens), h[None].contiguous())
         return masked_ce(self.readout(states), tokens, lengths)
 
