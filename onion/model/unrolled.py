@@ -8,12 +8,13 @@ tanh) computed once per call, instead of an N-wide embedding multiplied at every
 arithmetic this is the torch.nn layer's function with its parameters; tests/test_unrolled.py checks
 loss and gradients against the packed torch.nn path for each cell.
 
-Training runs packed batches as nn.GRU does (examples sorted by decreasing length, time-major; at
-step t only the b_t examples still running), so no step is spent on padding: about 28 % of a padded
-batch's steps at the distinct training set's mean length (6.45 of 9). The batch sizes b_t change
-from batch to batch; the loop is compiled once with them as symbolic sizes. The frozen model's
-encoder and decoder in the interventions, and the GRU probes, run fixed-width batches (one
-compilation per shape; -100 targets make padding add nothing to the loss or the gradients).
+Training and the GRU probes run packed batches as nn.GRU does (examples sorted by decreasing
+length, time-major; at step t only the b_t examples still running), so no step is spent on
+padding: about 28 % of a padded training batch's steps at the distinct training set's mean length
+(6.45 of 9). The batch sizes b_t change from batch to batch; packed_loss is compiled once with them
+as symbolic sizes. The frozen model's encoder and decoder in the interventions run fixed-width
+batches (one compilation per shape; -100 targets make padding add nothing to the loss or the
+gradients; the linear-DAS data are all of one length).
 """
 
 from __future__ import annotations
