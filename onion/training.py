@@ -116,7 +116,7 @@ def training_kernel(kernel: str, model: RepeatRNN, optimizer, data: SequenceSet,
     gathers the packed batch of examples idx [B] (a NumPy array; see packed_batches) and
     update(batch) takes one step on it, returning the loss on the device. The loss is
     packed_batch_loss (torch.nn's layer) or onion.model.unrolled's compiled packed_loss."""
-    if use_unrolled(kernel, model.cell, device):
+    if use_unrolled(kernel, device):
         unrolled_loss = compiled_loss()
 
         def loss(inputs, targets, batch_sizes):

@@ -163,14 +163,11 @@ def test_gru_probes_lose_and_learn_as_with_nn_grus(kind):
 
 
 def test_which_jobs_run_unrolled():
-    assert unrolled.use_unrolled("auto", "gru", "cpu")
-    assert not unrolled.use_unrolled("auto", "gru", "cuda")  # cuDNN's fused GRU there
-    assert not unrolled.use_unrolled("nn", "gru", "cpu")
-    assert unrolled.use_unrolled("unrolled", "gru", "cuda")
-    for cell in ("gru", "lstm", "rnn_tanh"):
-        assert unrolled.use_unrolled("auto", cell, "cpu") == (cell in unrolled.UNROLLED_ON_CPU)
-        assert unrolled.use_unrolled("unrolled", cell, "cpu")
-        assert not unrolled.use_unrolled("auto", cell, "cuda")
+    assert unrolled.use_unrolled("auto", "cpu")
+    assert not unrolled.use_unrolled("auto", "cuda")  # cuDNN's fused layers there
+    assert not unrolled.use_unrolled("nn", "cpu")
+    assert unrolled.use_unrolled("unrolled", "cuda")
+    assert unrolled.use_unrolled("unrolled", torch.device("cpu"))
 
 
 def test_a_compiled_gru_probe_trains_like_the_nn_one():

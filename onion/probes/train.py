@@ -101,7 +101,7 @@ def train_probe(kind: str, h: np.ndarray, data: SequenceSet, n_symbols: int, cfg
     torch.manual_seed(seed)
     max_length = data.tokens.shape[1]
     probe = make_probe(kind, h.shape[1], n_symbols, max_length).to(device)
-    if kind in GRU_PROBE_KINDS and use_unrolled(kernel, "gru", device):
+    if kind in GRU_PROBE_KINDS and use_unrolled(kernel, device):
         probe.unroll()
     optimizer = make_probe_optimizer(probe, cfg)
     identity = {"kind": kind, "probe": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
