@@ -11,15 +11,15 @@ from onion.config_checks import load_yaml
 load_yaml("config.yaml")  # a syntax error names file and line (Snakemake's own message does not)
 
 
-if workflow.is_main_process:  # artifacts from before recurrent cells: say how to keep them
-    from onion.files import old_layout_paths
+if workflow.is_main_process:  # artifacts of an older layout: say how to keep them
+    from onion.files import old_layout_paths, unkeyed_paths
 
-    _old = old_layout_paths("data")  # reads only, so a dry run changes nothing
+    _old = old_layout_paths("data") or unkeyed_paths("data")  # reads only: a dry run changes nothing
     if _old:
         sys.exit(
-            f"error: {len(_old)} artifacts in data/ use the layout before recurrent cells (e.g. "
-            f"{_old[0]}); run `python -m onion migrate-layout data` once to move them under "
-            "cell=gru/ (nothing is retrained), then run snakemake again"
+            f"error: {len(_old)} artifacts in data/ use an older layout (e.g. {_old[0]}; today models "
+            "sit under cell=…/variant=…/size=…/seed=…/train=<settings key>/); run `python -m onion "
+            "migrate-layout data` once to move them (nothing is retrained), then run snakemake again"
         )
 
 
@@ -34,10 +34,6 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/probes.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
-
-if workflow.is_main_process:
-    warn_of_retraining()
-
 
 # Tables, figures, the summary and the named targets run on the submitting machine, never as
 # cluster jobs; the heavy rules carry their own mem_mb and runtime (workflow/rules/common.smk).
@@ -96,7 +92,7 @@ rule interventions:
 
 rule states:
     input:
-        grid_paths(f"data/states/{MODEL_KEY}/final_states.parquet"),
+        grid_paths(f"data/states/{MODEL_KEY}/final_states-{STATES_KEY}.parquet"),
         grid_paths(f"data/states/{MODEL_KEY}/trajectories.parquet"),
 
 

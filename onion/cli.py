@@ -84,7 +84,7 @@ def cmd_table(args) -> None:
     from onion.report import tables
     run = {"base": tables.run_table_base, "interventions": tables.run_table_interventions,
            "probes": tables.run_table_probes}[args.table]
-    run(args.inputs, args.md, args.csv, args.tex)
+    run(args.inputs, args.md, args.csv, args.tex, args.data_root)
 
 
 def cmd_table_cells(args) -> None:
@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = _add(sub, f"table-{table}", cmd_table, what, table=True)
         p.add_argument("--metrics" if table == "base" else "--results", dest="inputs", nargs="+",
                        required=True)
+        p.add_argument("--data-root", default=None, help="also every result present under this data "
+                       "folder (the workflow passes data)")
         p.set_defaults(table=table)
     p = _add(sub, "table-cells", cmd_table_cells, "every intervention and probe per recurrent cell, and the "
              "onion signature per cell", "--signature", table=True)

@@ -86,28 +86,77 @@ def migrate_to_cell_layout(root="data") -> list[tuple[Path, Path]]:
 
 
 def run_migrate_layout(root="data") -> None:
-    """The migrate-layout command: migrate_to_cell_layout with one line per move."""
+    """The migrate-layout command: migrate_to_cell_layout, then migrate_to_keyed_layout, with one
+    line per move."""
     from onion.log import log
-    moves = migrate_to_cell_layout(root)
+    moves = migrate_to_cell_layout(root) + migrate_to_keyed_layout(root)
     for old, new in moves:
         log(f"moved {old} -> {new}")
-    log(f"moved {len(moves)} artifacts of the layout before recurrent cells under cell=gru/; "
-        "nothing is retrained" if moves else f"{root}: nothing to move")
+    log(f"moved {len(moves)} artifacts to the current layout (cell=…/…/seed=S/train=K/); nothing is "
+        "retrained" if moves else f"{root}: nothing to move")
 
 
-def models_trained_otherwise(root, keys, train: dict) -> list[str]:
-    """The model keys (cell=…/variant=…/size=…/seed=…) under root/models whose metrics.json records
-    other training settings than `train` (the steps, and every setting where the file has them),
-    each with what differs: the models a run with `train` would retrain and overwrite."""
-    found = []
-    for key in keys:
-        path = Path(root) / "models" / key / "metrics.json"
-        if not path.exists():
+def unkeyed_paths(root="data") -> list[Path]:
+    """Artifacts of the layout before settings keys: files directly in a …/seed=S/ folder (today
+    they sit in …/seed=S/train=K/). Reads only (the Snakefile calls it, dry runs included)."""
+    root = Path(root)
+    return sorted(p for part in ("models", "states", "analyses", "checkpoints") if (root / part).is_dir()
+                  for p in (root / part).rglob("seed=*/*") if p.is_file() and p.parent.name.startswith("seed="))
+
+
+def _moved_name(path: Path, train_key: str) -> Path:
+    """Where an unkeyed artifact goes under its model's train key (onion.keys)."""
+    from onion import keys
+    folder = path.parent / f"train={train_key}"
+    if path.suffix in (".json", ".parquet") and path.name.startswith(("intervention-", "probe-")):
+        record = json.loads(path.with_suffix(".json").read_text())
+        if "config" not in record:
+            raise ValueError(f"{path.with_suffix('.json')}: no recorded settings, so no key; delete it "
+                             "and its .parquet to recompute it")
+        key = keys.settings_key(record["config"]) if path.name.startswith("intervention-") else \
+            keys.probe_key(record["config"], {"n_train_states": record["n_train_states"]})
+        return folder / f"{path.stem}-{key}{path.suffix}"
+    if path.name == "final_states.parquet":
+        split = pq.read_table(path, columns=["split"]).column("split").to_pylist()
+        return folder / f"final_states-{keys.states_key({'n_train_states': split.count('train')})}.parquet"
+    return folder / path.name
+
+
+def migrate_to_keyed_layout(root="data") -> list[tuple[Path, Path]]:
+    """Move the artifacts unkeyed_paths finds under their settings keys (`python -m onion
+    migrate-layout`): a model under the key of the training settings its metrics.json records, an
+    analysis under its model's and its own recorded settings, final states under their count of
+    training states. Checkpoints of the old layout are removed (a job that was running restarts).
+    Everything is checked before anything moves. Returns the (old, new) moves made."""
+    from onion import keys
+    root = Path(root)
+    train_keys, plan = {}, []
+    for metrics in sorted((root / "models").rglob("seed=*/metrics.json")) if (root / "models").is_dir() else []:
+        record = json.loads(metrics.read_text())
+        if "config" not in record:
+            raise ValueError(f"{metrics}: no recorded training settings, so no key; retrain it "
+                             "(delete its folder) or add them")
+        train_keys[metrics.parent.relative_to(root / "models")] = keys.settings_key(record["config"])
+    for path in unkeyed_paths(root):
+        if path.parts[len(root.parts)] == "checkpoints":
+            plan.append((path, None))
             continue
-        record = json.loads(path.read_text())
-        recorded = record.get("config") or {"steps": record.get("training", {}).get("steps")}
-        differ = [f"{name} {value} (here {train.get(name)})" for name, value in recorded.items()
-                  if name in train and value is not None and value != train[name]]
-        if differ:
-            found.append(f"{key}: trained with {', '.join(differ)}")
-    return found
+        model = path.parent.relative_to(root / path.parts[len(root.parts)])
+        if model not in train_keys:
+            raise ValueError(f"{path}: its model ({root / 'models' / model}) has no metrics.json, so "
+                             "its training settings are unknown; delete it to recompute it")
+        if path.suffix == ".parquet" and path.name.startswith(("intervention-", "probe-")) \
+                and not path.with_suffix(".json").exists():
+            plan.append((path, None))  # parameters of an unfinished analysis
+            continue
+        plan.append((path, _moved_name(path, train_keys[model])))
+    for old, new in plan:
+        if new is not None and new.exists():
+            raise FileExistsError(f"{old} and {new} both exist: remove one")
+    for old, new in plan:
+        if new is None:
+            old.unlink()
+        else:
+            new.parent.mkdir(parents=True, exist_ok=True)
+            old.rename(new)
+    return [(old, new) for old, new in plan if new is not None]

@@ -207,22 +207,50 @@ def test_artifacts_of_the_layout_before_cells_move_to_cell_gru(tmp_path):
         migrate_to_cell_layout(data)
 
 
-def test_models_trained_with_other_settings_are_named(tmp_path):
-    """A grid whose training settings differ from those a model was trained with would retrain it:
-    such models are named, with what differs; models trained alike and missing ones are not."""
+def test_unkeyed_artifacts_move_under_their_recorded_settings(tmp_path):
+    """The layout before settings keys: each model moves under the key of the training settings its
+    metrics.json records, each analysis under its own recorded settings, final states under the key
+    of their count of training states; old checkpoints go; a model without recorded settings stops
+    the migration before anything moves."""
     import json
 
-    from onion.files import models_trained_otherwise
-    train = {"steps": 12000, "lr": 0.001, "batch_size": 256}
-    records = {"cell=gru/variant=autoregressive/size=48/seed=0": {"training": {"steps": 40000}},  # older files
-               "cell=gru/variant=autoregressive/size=48/seed=1": {"training": {"steps": 12000},
-                                                                   "config": {**train, "lr": 0.002}},
-               "cell=lstm/variant=autoregressive/size=48/seed=0": {"training": {"steps": 12000},
-                                                                    "config": train}}
-    for key, record in records.items():
-        (tmp_path / "models" / key).mkdir(parents=True)
-        (tmp_path / "models" / key / "metrics.json").write_text(json.dumps(record))
-    keys = [*records, "cell=rnn_tanh/variant=autoregressive/size=48/seed=0"]
-    assert models_trained_otherwise(tmp_path, keys, train) == [
-        "cell=gru/variant=autoregressive/size=48/seed=0: trained with steps 40000 (here 12000)",
-        "cell=gru/variant=autoregressive/size=48/seed=1: trained with lr 0.002 (here 0.001)"]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from onion.files import migrate_to_keyed_layout, unkeyed_paths
+    from onion.keys import probe_key, settings_key, states_key
+    data = tmp_path / "data"
+    model = "cell=gru/variant=autoregressive/size=48/seed=0"
+    train = {"steps": 40000, "batch_size": 256, "lr": 0.001, "checkpoint_every": 2000}
+    onion_cfg = {"steps": 6000, "lr": 0.003}
+    probe_cfg = {"steps": 6000, "lr": 0.03, "lr_schedule": "cosine"}
+    files = {f"models/{model}/metrics.json": {"config": train},
+             f"models/{model}/model.pt": None,
+             f"analyses/{model}/intervention-onion.json": {"config": onion_cfg},
+             f"analyses/{model}/intervention-onion.parquet": None,
+             f"analyses/{model}/probe-mlp.json": {"config": probe_cfg, "n_train_states": 3},
+             f"states/{model}/trajectories.parquet": None,
+             f"checkpoints/{model}/train.pt": None}
+    for name, record in files.items():
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_text(json.dumps(record) if record else name)
+    pq.write_table(pa.table({"split": ["train"] * 3 + ["valid"] * 2}), data / f"states/{model}/final_states.parquet")
+    assert len(unkeyed_paths(data)) == 8
+    (data / f"models/{model}/metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match="no recorded training settings"):
+        migrate_to_keyed_layout(data)
+    assert len(unkeyed_paths(data)) == 8  # nothing moved
+    (data / f"models/{model}/metrics.json").write_text(json.dumps({"config": train}))
+    moves = migrate_to_keyed_layout(data)
+    key = f"train={settings_key(train)}"
+    assert settings_key(train) == settings_key({**train, "checkpoint_every": 1})  # bookkeeping: no key
+    expected = {f"models/{model}/{key}/metrics.json", f"models/{model}/{key}/model.pt",
+                f"analyses/{model}/{key}/intervention-onion-{settings_key(onion_cfg)}.json",
+                f"analyses/{model}/{key}/intervention-onion-{settings_key(onion_cfg)}.parquet",
+                f"analyses/{model}/{key}/probe-mlp-{probe_key(probe_cfg, {'n_train_states': 3})}.json",
+                f"states/{model}/{key}/trajectories.parquet",
+                f"states/{model}/{key}/final_states-{states_key({'n_train_states': 3})}.parquet"}
+    assert {new.relative_to(data).as_posix() for _, new in moves} == expected
+    assert all((data / name).exists() for name in expected)
+    assert unkeyed_paths(data) == [] and not (data / f"checkpoints/{model}/train.pt").exists()
+    assert migrate_to_keyed_layout(data) == []  # idempotent

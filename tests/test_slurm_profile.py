@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from onion.keys import settings_key
 from test_workflow import TINY, workdir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,13 +76,14 @@ def tiny_dir(tmp_path_factory):
 
 def check_one_group_per_model(out: str) -> None:
     groups = group_members(out)
-    assert sorted(groups) == ["analyses_gru_autoregressive_8_0", "analyses_gru_no_input_8_0",
-                              "analyses_lstm_autoregressive_8_0"]
+    key = settings_key(TINY["train"])
+    assert sorted(groups) == [f"analyses_gru_autoregressive_8_0_{key}", f"analyses_gru_no_input_8_0_{key}",
+                              f"analyses_lstm_autoregressive_8_0_{key}"]
     for name, rules in groups.items():
         assert rules.count("train_intervention") == 4 and rules.count("train_probe") == 5, name
         assert "extract_final_states" in rules and "train_model" not in rules, name
     # the figures need the trajectories of one model only: it is in that model's group
-    assert "extract_trajectories" in groups["analyses_gru_autoregressive_8_0"]
+    assert "extract_trajectories" in groups[f"analyses_gru_autoregressive_8_0_{key}"]
 
 
 def test_profile_groups_each_models_analyses_into_one_job(tiny_dir):

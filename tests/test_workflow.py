@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from onion.keys import probe_key, settings_key, states_key
+
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = {
@@ -30,6 +32,14 @@ TINY = {
                "lr_schedule": "constant", "checkpoint_every": 10, "log_every": 10},
     "device": "cpu",
 }
+
+
+TRAIN = f"train={settings_key(TINY['train'])}"  # the tiny grid's models' settings key
+MODEL = f"cell=gru/variant=autoregressive/size=8/seed=0/{TRAIN}"
+NO_INPUT = f"cell=gru/variant=no_input/size=8/seed=0/{TRAIN}"
+INTERVENTION = settings_key(TINY["interventions"])  # every kind's key: no by-kind overrides
+PROBE = probe_key(TINY["probes"], TINY["extract"])
+STATES = f"final_states-{states_key(TINY['extract'])}.parquet"
 
 
 def workdir(tmp_path: Path, config: dict) -> Path:
@@ -62,9 +72,9 @@ def test_base_accuracy_table(finished_run):
     markdown = (finished_run / "data/tables/table1_base_accuracy.md").read_text()
     assert "N=8" in markdown and "autoregressive" in markdown
     assert (finished_run / "data/tables/table1_base_accuracy.tex").read_text().startswith(r"\begin{table}")
-    metrics = finished_run / "data/models/cell=gru/variant=no_input/size=8/seed=0/metrics.json"
+    metrics = finished_run / f"data/models/{NO_INPUT}/metrics.json"
     assert '"exact_match"' in metrics.read_text()
-    log = (finished_run / "data/logs/train_model/cell=gru/variant=no_input/size=8/seed=0.log").read_text()
+    log = (finished_run / f"data/logs/train_model/{NO_INPUT}.log").read_text()
     assert "step 150/150" in log and "ETA" in log
 
 
@@ -80,10 +90,10 @@ def test_intervention_and_probe_tables_and_figures(finished_run):
         assert (finished_run / f"data/figures/{name}.pdf").stat().st_size > 1000, name
     das_valid = pd.read_parquet(finished_run / "data/datasets/das_valid.parquet")
     assert len(das_valid) == 60 and (das_valid["length"] == 9).all()
-    analyses = finished_run / "data/analyses/cell=gru/variant=no_input/size=8/seed=0"
-    assert json.loads((analyses / "intervention-linear_bigram.json").read_text())["n"] == 60
-    assert json.loads((analyses / "intervention-onion.json").read_text())["n"] == 100  # valid set
-    states = pd.read_parquet(finished_run / f"data/states/{MODEL}/final_states.parquet")
+    analyses = finished_run / f"data/analyses/{NO_INPUT}"
+    assert json.loads((analyses / f"intervention-linear_bigram-{INTERVENTION}.json").read_text())["n"] == 60
+    assert json.loads((analyses / f"intervention-onion-{INTERVENTION}.json").read_text())["n"] == 100  # valid set
+    states = pd.read_parquet(finished_run / f"data/states/{MODEL}/{STATES}")
     assert {"variant", "cell", "size", "seed"} <= set(states.columns) and (states["size"] == 8).all()
 
 
@@ -91,27 +101,43 @@ def test_second_run_does_nothing(finished_run):
     result = snakemake(finished_run)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
-    assert "warning: grid" not in result.stdout + result.stderr
 
 
-def test_a_grid_that_would_retrain_models_says_so(finished_run):
-    """Other training settings than the finished run's (another grid's, say) retrain its models:
-    the workflow warns before the first job, naming a model and what differs."""
-    (finished_run / "longer.yaml").write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 160}}))
-    result = subprocess.run(["snakemake", "-n", "--cores", "2", "--configfile", "longer.yaml"],
-                            cwd=finished_run, capture_output=True, text=True, timeout=300)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-3000:]
-    assert "warning: grid 'tiny' retrains and overwrites 3 models trained with other settings" in out
-    assert "trained with steps 150 (here 160)" in out and "train_model" in out
+def test_a_grid_with_other_settings_adds_to_the_same_data_folder(tmp_path, finished_run):
+    """Other training and analysis settings in the same data/: their models and analyses go to
+    paths of their own; the finished run's artifacts are untouched, and the tables report both."""
+    cwd = tmp_path / "two"
+    shutil.copytree(finished_run, cwd, symlinks=True)
+    other = {**TINY, "grids": {"tiny": {"models": [{"variants": ["no_input"], "sizes": [8], "seeds": [0, 1]}]}},
+             "train": {**TINY["train"], "steps": 160}}
+    (cwd / "tiny.yaml").write_text(yaml.safe_dump(other))
+    before = {p: p.stat().st_mtime_ns for p in (cwd / "data").rglob("*")
+              if p.is_file() and "tables" not in p.parts and "figures" not in p.parts and p.suffix != ".md"}
+    result = snakemake(cwd, "data/tables/table1_base_accuracy.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.exists())
+    assert all(p.exists() for p in before)
+    new = f"train={settings_key(other['train'])}"
+    assert new != TRAIN and (cwd / f"data/models/cell=gru/variant=no_input/size=8/seed=1/{new}/model.pt").exists()
+    table = pd.read_csv(cwd / "data/tables/table1_base_accuracy.csv")
+    no_input = table[table["variant"] == "no_input"]
+    # the 160-step pair pooled (2 seeds) and listed first; the 150-step model on its own line
+    assert list(no_input["seeds"]) == [2, 1] and list(no_input["train"]) == [new[6:], TRAIN[6:]]
+    assert "| variant | settings |" in (cwd / "data/tables/table1_base_accuracy.md").read_text()
 
 
-def test_a_finished_run_of_the_layout_before_cells_is_moved_by_the_command_not_retrained(tmp_path, finished_run):
-    """Artifacts without the cell=gru/ segment (and no Snakemake metadata for the new paths): a dry
-    run stops, moves nothing and names the command; after `migrate-layout` nothing reruns."""
+def test_a_finished_run_of_an_older_layout_is_moved_by_the_command_not_retrained(tmp_path, finished_run):
+    """Artifacts without settings keys and without the cell=gru/ segment (and no Snakemake metadata
+    for the new paths): a dry run stops, moves nothing and names the command; after
+    `migrate-layout` nothing reruns."""
     cwd = tmp_path / "old"
     shutil.copytree(finished_run, cwd, symlinks=True)
     shutil.rmtree(cwd / ".snakemake")
+    for key_dir in list((cwd / "data").rglob("train=*")):  # back to .../seed=S/<name> without keys
+        if key_dir.is_dir():
+            for item in key_dir.iterdir():
+                item.rename(key_dir.parent / re.sub(r"-[0-9a-f]{8}(\.\w+)$", r"\1", item.name))
+            key_dir.rmdir()
     for cell_dir in sorted((cwd / "data").rglob("cell=gru"), key=lambda p: -len(p.parts)):
         for item in cell_dir.iterdir():
             item.rename(cell_dir.parent / item.name)  # back to .../variant=...
@@ -124,7 +150,7 @@ def test_a_finished_run_of_the_layout_before_cells_is_moved_by_the_command_not_r
     assert old_model.exists() and not (cwd / f"data/models/{MODEL}").exists()  # a dry run moves nothing
     moved = subprocess.run([sys.executable, "-m", "onion", "migrate-layout", "data"], cwd=cwd,
                            capture_output=True, text=True, timeout=120)
-    assert moved.returncode == 0 and "under cell=gru/" in moved.stderr, moved.stderr
+    assert moved.returncode == 0 and "to the current layout" in moved.stderr, moved.stderr
     result = snakemake(cwd, "-n")
     out = result.stdout + result.stderr
     assert result.returncode == 0 and "Nothing to be done" in out, out[-3000:]
@@ -138,9 +164,9 @@ def test_cells_table_figure_and_verdicts(finished_run):
     table = pd.read_csv(finished_run / "data/tables/table_cells.csv")
     assert sorted(table["cell"].unique()) == ["gru", "lstm"]
     assert set(table["method"]) >= {"base", "intervention onion", "probe linear", "probe onion"}
-    lstm = pd.read_parquet(finished_run / "data/states/cell=lstm/variant=autoregressive/size=8/seed=0/final_states.parquet")
+    lstm = pd.read_parquet(finished_run / f"data/states/cell=lstm/variant=autoregressive/size=8/seed=0/{TRAIN}/{STATES}")
     assert len(lstm["h"].iloc[0]) == 16  # [h; c]
-    traj = pd.read_parquet(finished_run / "data/states/cell=lstm/variant=autoregressive/size=8/seed=0/trajectories.parquet")
+    traj = pd.read_parquet(finished_run / f"data/states/cell=lstm/variant=autoregressive/size=8/seed=0/{TRAIN}/trajectories.parquet")
     assert {"c", "i", "f", "g", "o"} <= set(traj.columns)
     assert (finished_run / "data/figures/intervention_onion_scales_cells.pdf").stat().st_size > 1000
     summary = (finished_run / "data/summary.md").read_text()
@@ -177,8 +203,6 @@ def test_bad_config_stops_before_any_job(tmp_path, override, key):
 
 # --- killed, then rerun with other inputs: never resume a stale checkpoint ---------------------
 
-MODEL = "cell=gru/variant=autoregressive/size=8/seed=0"
-
 
 def _stale_training_checkpoint(cwd: Path, config: dict) -> None:
     """What a train_model job killed half-way leaves behind, for the data of `config`."""
@@ -212,21 +236,22 @@ def test_training_killed_with_other_data_starts_over(tmp_path, finished_run):
 
 
 def test_probe_killed_then_model_retrained_starts_over(tmp_path):
-    """A probe killed, then its model retrained with another train.lr: the probe starts over."""
+    """A probe killed, then its model retrained on other data (same settings key): the probe
+    starts over."""
     from onion.extract import read_states
     from onion.probes import ProbeConfig, train_probe
     from onion.config import from_dict
     cwd = workdir(tmp_path, TINY)
-    states = f"data/states/{MODEL}/final_states.parquet"
+    states = f"data/states/{MODEL}/{STATES}"
     assert snakemake(cwd, states).returncode == 0
     h, data, _ = read_states(cwd / states, "train", 9)
     train_probe("mlp", h, data, 30, from_dict(ProbeConfig, TINY["probes"]), 0, "cpu",
-                cwd / f"data/checkpoints/{MODEL}/probe-mlp.pt", stop_after=10)
-    retrained = {**TINY, "train": {**TINY["train"], "lr": 0.002}}
+                cwd / f"data/checkpoints/{MODEL}/probe-mlp-{PROBE}.pt", stop_after=10)
+    retrained = {**TINY, "data": {**TINY["data"], "seed": 1}}  # the same settings key, other data
     (cwd / "tiny.yaml").write_text(yaml.safe_dump(retrained))
-    result = snakemake(cwd, f"data/analyses/{MODEL}/probe-mlp.json")
+    result = snakemake(cwd, f"data/analyses/{MODEL}/probe-mlp-{PROBE}.json")
     assert result.returncode == 0, result.stderr[-2000:]
-    log = (cwd / f"data/logs/train_probe/{MODEL}/mlp.log").read_text()
+    log = (cwd / f"data/logs/train_probe/{MODEL}/mlp-{PROBE}.log").read_text()
     assert "starting over" in log and "states differ" in log and "resuming" not in log
 
 

@@ -1,12 +1,16 @@
-"""A one-page summary: which of the paper's claims (PAPER.md §9) this run reproduced.
+"""A one-page summary: which of the paper's claims (PAPER.md §9) the results in data/ reproduce.
 
 Every criterion is derived from the paper's own numbers, never from ours: an entry the paper reports
 as low must have our mean at most the paper's mean + max(2 s.d., 0.05), an entry it reports as high
-at least the paper's mean − max(2 s.d., 0.05). The criteria are written on the page next to our
-numbers. A claim whose sizes or variants are missing from the grid is reported as not testable.
+at least the paper's mean − max(2 s.d., 0.05). Whether our mean is on the right side is decided
+only when it lies at least Z standard errors from that limit, either way (DECISION_RULE); otherwise
+the entry is not decided at its number of seeds. The criteria and the rule are written on the page
+next to our numbers. A claim whose sizes or variants are missing is reported as not testable.
 """
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
@@ -14,6 +18,56 @@ from onion.report import paper
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "NOT reproduced", "not testable here"
 PARTLY = "consistent so far, not fully testable here"
+UNDECIDED = "not decided"  # the verdict reads "not decided at k seeds"
+Z = 2.0  # standard errors of our mean between it and a limit for a decision
+SD_FLOOR = 0.005  # the paper rounds its s.d. to 0.01: a reported 0.00 is below 0.005
+DECISION_RULE = (
+    f"An entry is decided when our mean lies at least {Z:g} standard errors from its limit, on "
+    "either side: the standard error is σ/√k for k seeds, σ the larger of our s.d. over seeds and the "
+    f"paper's (at least {SD_FLOOR}); a comparison of two entries uses √(σ₁²/k₁ + σ₂²/k₂). A claim is "
+    "reproduced when every entry is decided on the passing side, not reproduced when any is decided "
+    "on the failing side, and otherwise not decided at the fewest seeds among its undecided entries. The rule is the same for "
+    "entries where the paper reports failure and where it reports success.")
+
+
+def spread(row) -> float:
+    """σ of one entry: the larger of our s.d. over seeds and the paper's, at least SD_FLOOR."""
+    ours = row["sd"] if row["seeds"] > 1 and row["sd"] == row["sd"] else 0.0
+    theirs = row["paper_sd"] if row.get("paper_sd", float("nan")) == row.get("paper_sd", float("nan")) else 0.0
+    return max(ours, theirs, SD_FLOOR)
+
+
+def standard_error(*rows) -> float:
+    """Standard error of one entry's mean, or of a difference of entries' means."""
+    return math.sqrt(sum(spread(r) ** 2 / int(r["seeds"]) for r in rows))
+
+
+def decide(distance: float, error: float) -> bool | None:
+    """`distance`: how far our mean lies on the passing side of the limit (negative: the failing
+    side). True/False when at least Z standard errors `error` away, None (not decided) otherwise."""
+    if distance >= Z * error:
+        return True
+    if distance <= -Z * error:
+        return False
+    return None
+
+
+def seeds_to_decide(distance: float, error: float, seeds: int) -> str:
+    """How many seeds would decide an entry if its mean and spread stayed as they are."""
+    if distance == 0:
+        return "no number of seeds decides it at this mean"
+    return f"about {math.ceil(seeds * (Z * error / abs(distance)) ** 2)} seeds would decide it if mean and spread stay"
+
+
+def combine(outcomes: list[bool | None], seeds: list[int]) -> str:
+    """A claim's verdict from its entries' decisions (None: not decided) and their seed counts."""
+    if any(o is False for o in outcomes):
+        return NOT_REPRODUCED
+    undecided = [k for o, k in zip(outcomes, seeds) if o is None]
+    if undecided:
+        k = min(undecided)
+        return f"{UNDECIDED} at {k} seed{'s' if k > 1 else ''}"
+    return REPRODUCED
 SMALL = (48, 64)
 CONTROL_LIMIT = paper.ONION_CONTROL_N64_AR + 0.05  # the paper gives ≈ 0.21 (N = 64) without s.d.
 
@@ -36,34 +90,46 @@ def _fmt(row) -> str:
     return f"{row['mean']:.2f}{sd} ({seeds} seed{'s' if seeds > 1 else ''})"
 
 
-def check_entry(row, direction: str, limit: float | None = None) -> tuple[bool | None, str]:
-    """(passes, evidence) for one table row (one entry of a table); `direction` is 'high' or 'low'.
-    The limit comes from the row's paper entry unless given; (None, ...) when the paper has no number for it."""
+NO_PAPER = "no paper number"
+
+
+def check_entry(row, direction: str, limit: float | None = None) -> tuple[bool | None | str, str]:
+    """(decision, evidence) for one table row (one entry of a table); `direction` is 'high' or
+    'low'. The limit comes from the row's paper entry unless given. decision: True or False when
+    decided (DECISION_RULE), None when not decided at the row's seeds, NO_PAPER when the paper has
+    no number for it."""
     if limit is None:
         if row["paper_mean"] != row["paper_mean"]:
-            return None, f"{_fmt(row)}; not in the paper"
+            return NO_PAPER, f"{_fmt(row)}; not in the paper"
         sign = -1 if direction == "high" else 1
         limit = row["paper_mean"] + sign * margin(row["paper_sd"])
-    ok = row["mean"] >= limit if direction == "high" else row["mean"] <= limit
+    distance = row["mean"] - limit if direction == "high" else limit - row["mean"]
+    error = standard_error(row)
+    ok = decide(distance, error)
     bound = "≥" if direction == "high" else "≤"
-    return bool(ok), f"{_fmt(row)}, needs {bound} {limit:.2f} {'✓' if ok else '✗'}"
+    evidence = f"{_fmt(row)}, needs {bound} {limit:.2f} "
+    if ok is None:
+        return None, evidence + (f"? within {Z:g} s.e. ({Z * error:.3f}) of it: not decided; "
+                                 f"{seeds_to_decide(distance, error, int(row['seeds']))}")
+    return ok, evidence + ("✓" if ok else "✗")
 
 
 def _checks(table: pd.DataFrame, entries: list[tuple[str, str, int, str]], labels: dict,
             limits: dict | None = None) -> tuple[str, list[str]]:
     """Verdict over (variant, kind, size, direction) entries; entries the grid lacks are skipped."""
-    lines, results = [], []
+    lines, results, seeds = [], [], []
     for variant, kind, size, direction in entries:
         row = _row(table, variant=variant, kind=kind, size=size)
         if row is None:
             continue
         ok, evidence = check_entry(row, direction, (limits or {}).get(kind))
         lines.append(f"{labels.get(kind, kind)} {variant} N={size}: {evidence}")
-        if ok is not None:
+        if ok is not NO_PAPER:
             results.append(ok)
+            seeds.append(int(row["seeds"]))
     if not results:
-        return NOT_TESTABLE, lines or ["the grid has none of these entries"]
-    return (REPRODUCED if all(results) else NOT_REPRODUCED), lines
+        return NOT_TESTABLE, lines or ["data/ has none of these entries"]
+    return combine(results, seeds), lines
 
 
 INTERVENTION_LABELS = {"linear_unigram": "linear unigram DAS", "linear_bigram": "linear bigram DAS",
@@ -90,20 +156,26 @@ def claim_small_ar_interventions(interventions: pd.DataFrame):
 def claim_linear_only_large(interventions: pd.DataFrame):
     """Autoregressive: linear unigram ≥ 0.9 only from N = 512; bigram ≥ unigram − 0.02 at every size."""
     ar = interventions[interventions["variant"] == "autoregressive"]
-    lines, ok = [], True
+    lines, outcomes, seeds = [], [], []
     for size in sorted(ar["size"].unique()):
         uni, bi = _row(ar, size=size, kind="linear_unigram"), _row(ar, size=size, kind="linear_bigram")
         if uni is None or bi is None:
             continue
-        ok &= bi["mean"] >= uni["mean"] - 0.02 and (uni["mean"] >= 0.9) == (size >= 512)
-        lines.append(f"N={size}: unigram {_fmt(uni)}, bigram {_fmt(bi)}")
+        order = decide(bi["mean"] - uni["mean"] + 0.02, standard_error(uni, bi))
+        threshold = decide((uni["mean"] - 0.9) * (1 if size >= 512 else -1), standard_error(uni))
+        outcomes += [order, threshold]
+        seeds += [min(int(uni["seeds"]), int(bi["seeds"])), int(uni["seeds"])]
+        marks = {True: "✓", False: "✗", None: "? (not decided)"}
+        lines.append(f"N={size}: unigram {_fmt(uni)} {'≥' if size >= 512 else '<'} 0.9 {marks[threshold]}; "
+                     f"bigram {_fmt(bi)} ≥ unigram − 0.02 {marks[order]}")
     if not lines:
-        return NOT_TESTABLE, ["no linear interventions on autoregressive GRUs in this grid"]
+        return NOT_TESTABLE, ["no linear interventions on autoregressive GRUs in data/"]
+    verdict = combine(outcomes, seeds)
     if ar["size"].max() < 512:
-        lines.append("the grid has no N ≥ 512, so only 'bigram ≥ unigram' and 'no linear success "
+        lines.append("data/ has no N ≥ 512, so only 'bigram ≥ unigram' and 'no linear success "
                      "below 512' are tested")
-        return (PARTLY if ok else NOT_REPRODUCED), lines
-    return (REPRODUCED if ok else NOT_REPRODUCED), lines
+        return (PARTLY if verdict == REPRODUCED else verdict), lines
+    return verdict, lines
 
 
 def claim_small_ar_probes(probes: pd.DataFrame):
@@ -137,14 +209,16 @@ def claim_no_input_linear(interventions: pd.DataFrame, probes: pd.DataFrame):
         if ni is not None and ar is not None and None not in reported.values():
             (m_ni, sd_ni), (m_ar, sd_ar) = reported["no_input"], reported["autoregressive"]
             if abs(m_ar - m_ni) > 2 * max(sd_ni, sd_ar):
-                ok = (ar["mean"] - ni["mean"]) * (m_ar - m_ni) > 0
-                verdicts.append(REPRODUCED if ok else NOT_REPRODUCED)
+                ok = decide((ar["mean"] - ni["mean"]) * (1 if m_ar > m_ni else -1), standard_error(ar, ni))
+                k = min(int(ar["seeds"]), int(ni["seeds"]))
+                verdicts.append(combine([ok], [k]))
                 lines.append(f"onion intervention N={size}: no input {_fmt(ni)} vs autoregressive "
-                             f"{_fmt(ar)} (paper {m_ni:.2f} vs {m_ar:.2f}) {'✓' if ok else '✗'}")
+                             f"{_fmt(ar)} (paper {m_ni:.2f} vs {m_ar:.2f}) "
+                             f"{ {True: '✓', False: '✗', None: '? (not decided)'}[ok]}")
     tested = [v for v in verdicts if v != NOT_TESTABLE]
     if not tested:
-        return NOT_TESTABLE, ["the grid has no no-input GRUs"]
-    return (REPRODUCED if all(v == REPRODUCED for v in tested) else NOT_REPRODUCED), lines
+        return NOT_TESTABLE, ["data/ has no no-input GRUs"]
+    return merge_verdicts(tested), lines
 
 
 NO_INPUT_SAMPLING = (
@@ -173,13 +247,45 @@ GRU_NO_INPUT_PROBE = (
     "after that is a seed or model difference, not a known difference from the authors' set-up.")
 
 
+CLAIM_MODELS = {  # (variant, size) -> whether a claim's entries include that model
+    "learns": lambda variant, size: True,
+    "small_int": lambda variant, size: variant == "autoregressive" and size in SMALL,
+    "large": lambda variant, size: variant == "autoregressive",
+    "small_probe": lambda variant, size: variant == "autoregressive" and size in SMALL,
+    "no_input": lambda variant, size: variant == "no_input",
+}
+
+
+def deciding_grids(grids: dict, wanted, seeds: int) -> list[tuple[str, int]]:
+    """(name, seeds) of the config's grids with more than `seeds` seeds of a GRU model that
+    `wanted(variant, size)` accepts: the runs that would add seeds to an undecided claim."""
+    found = []
+    for name, grid in grids.items():
+        counts = [len(block["seeds"]) for block in grid.get("models", [])
+                  if "gru" in block.get("cells", ["gru"])
+                  and any(wanted(v, n) for v in block["variants"] for n in block["sizes"])]
+        if counts and max(counts) > seeds:
+            found.append((name, max(counts)))
+    return sorted(found, key=lambda item: (item[1], item[0]))
+
+
+def merge_verdicts(verdicts: list[str]) -> str:
+    """One verdict from several tested ones: NOT reproduced if any is, reproduced if all are, else
+    the undecided one with the fewest seeds."""
+    if NOT_REPRODUCED in verdicts:
+        return NOT_REPRODUCED
+    undecided = sorted((v for v in verdicts if v.startswith(UNDECIDED)),
+                       key=lambda v: int(v.split(" at ")[1].split()[0]))
+    return undecided[0] if undecided else REPRODUCED
+
+
 def contrast_verdict(small_ar_interventions: str, small_ar_probes: str, no_input: str) -> str:
     """The paper's central claim needs both directions: linear methods fail on small autoregressive
     GRUs (claims 2 and 4) *and* succeed where the state is linear (claim 5)."""
     parts = (small_ar_interventions, small_ar_probes, no_input)
-    if NOT_REPRODUCED in parts:
-        return NOT_REPRODUCED
-    return REPRODUCED if all(p == REPRODUCED for p in parts) else NOT_TESTABLE
+    if NOT_TESTABLE in parts and NOT_REPRODUCED not in parts:
+        return NOT_TESTABLE
+    return merge_verdicts(list(parts))
 
 
 def differences_from_authors(settings: dict, seeds: int) -> list[str]:
@@ -228,12 +334,14 @@ def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), setti
     ]
     contrast = contrast_verdict(results["small_int"][0], results["small_probe"][0],
                                 results["no_input"][0])
-    lines = ["# What this run reproduced", "",
-             f"Models: {models}. Numbers are exact match, mean ± s.d. over seeds; tables in "
-             "`data/tables/`, figures in `data/figures/`.", "",
+    grids = (settings or {}).get("grids", {})
+    lines = ["# What the results in data/ reproduce", "",
+             f"Models: {models}. Numbers are exact match, mean ± s.d. over seeds (the number of "
+             "seeds each entry rests on in brackets), pooled over every run in data/ with the same "
+             "settings keys; tables in `data/tables/`, figures in `data/figures/`.", "",
              "Criteria come from the paper's numbers, not ours: where the paper reports a method as "
              "failing, our mean must be at most its mean + max(2 s.d., 0.05); where it reports "
-             "success, at least its mean − max(2 s.d., 0.05).", "",
+             "success, at least its mean − max(2 s.d., 0.05). " + DECISION_RULE, "",
              "## The contrast: linear methods fail on small autoregressive GRUs and succeed where "
              "the state is linear", "",
              f"**{contrast}.** Criterion: {' '.join(contrast_verdict.__doc__.split())} Claims 2, 4 and 5: "
@@ -242,10 +350,18 @@ def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), setti
         verdict, evidence = results[key]
         lines += [f"## {title}", "", f"**{verdict}.** Criterion: {' '.join(claim.__doc__.split())}", ""]
         lines += [f"- {e}" for e in evidence] + [""]
-        if key == "no_input" and verdict == NOT_REPRODUCED and \
+        if verdict.startswith(UNDECIDED):
+            k = int(verdict.split(" at ")[1].split()[0])
+            commands = [f"`snakemake --config grid={name}` ({n} seeds)"
+                        for name, n in deciding_grids(grids, CLAIM_MODELS[key], k)]
+            lines += ["More seeds decide it: " + ("; ".join(commands) if commands else
+                      "add seeds to a grid's `models` block for these entries") +
+                      " (in this directory: nothing already trained is retrained).", ""]
+        if key == "no_input" and verdict != REPRODUCED and \
                 (settings or {}).get("data", {}).get("train_sampling") == "distinct":
             lines += [NO_INPUT_SAMPLING, ""]
-        if key == "small_probe" and any(e.startswith("GRU-no-input probe") and e.endswith("✗") for e in evidence):
+        if key == "small_probe" and any(e.startswith("GRU-no-input probe") and ("✗" in e or "not decided" in e)
+                                       for e in evidence):
             lines += [GRU_NO_INPUT_PROBE, ""]
     large = max(sizes)
     lines += ["## 6. Gates: sharp, staggered closing at N = 1024; gradual, synchronous closing at N = 64.",

@@ -11,21 +11,33 @@ from pathlib import Path
 
 import pandas as pd
 
+from onion import keys
 from onion.log import log
 from onion.names import INTERVENTION_KINDS, PROBE_KINDS
 from onion.report import paper as reported
 
 
 def read_metrics(paths) -> pd.DataFrame:
-    """One row per metrics JSON file (its top-level scalar fields)."""
+    """One row per metrics JSON file (its top-level scalar fields), with the settings keys of its
+    path (onion.keys: `train`, and `settings` for an analysis; "" where the path has none)."""
     rows = []
     for path in paths:
         try:
             record = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: unreadable metrics file ({err})") from err
-        rows.append({k: v for k, v in record.items() if not isinstance(v, (dict, list))})
+        fields = keys.result_fields(path) or keys.model_fields(path) or {}
+        rows.append({k: v for k, v in record.items() if not isinstance(v, (dict, list))}
+                    | {"train": fields.get("train", ""), "settings": fields.get("settings", "")})
     return pd.DataFrame(rows)
+
+
+def with_present(paths, root, analysis: str | None) -> list[Path]:
+    """`paths` and, where `root` is given, every result of `analysis` present under it (models'
+    metrics.json for None): a table reports every run in the data folder, not only its grid's."""
+    present = [] if root is None else \
+        keys.present_metrics(root) if analysis is None else keys.present_results(root, analysis)
+    return sorted({Path(p) for p in paths} | set(present))
 
 
 def gru_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -40,13 +52,18 @@ def gru_rows(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(results: pd.DataFrame, row_keys: list[str], value: str, paper: dict) -> pd.DataFrame:
-    """Tidy summary: one line per (row_keys..., size) with mean, sd, seeds and the paper's cell.
+    """Tidy summary: one line per (row_keys..., size, settings keys) with mean, sd, seeds and the
+    paper's cell. Seeds are pooled only where the settings keys (`train`, `settings`) agree; where
+    an entry has several, the one with the most seeds comes first.
 
     `paper` maps a row label (a value, or a tuple of values for several row_keys) to {size: (m, sd)}.
     """
-    grouped = results.groupby(row_keys + ["size"])[value]
+    results = results.assign(**{k: results[k] if k in results else "" for k in ("train", "settings")})
+    grouped = results.groupby(row_keys + ["size", "train", "settings"])[value]
     table = grouped.agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else float("nan"),
                         seeds="count").reset_index()
+    table = table.sort_values([*row_keys, "size", "seeds"], ascending=[True] * (len(row_keys) + 1) + [False],
+                              kind="stable").reset_index(drop=True)
     label = table[row_keys].apply(lambda r: tuple(r) if len(row_keys) > 1 else r.iloc[0], axis=1)
     entries = [paper.get(lab, {}).get(int(size)) for lab, size in zip(label, table["size"])]
     table["paper_mean"] = [e[0] if e else float("nan") for e in entries]
@@ -65,10 +82,15 @@ def _paper_entry(mean, sd) -> str:
 
 
 def wide(summary: pd.DataFrame, row_keys: list[str]) -> pd.DataFrame:
-    """Rows = row_keys, columns = sizes, entries 'ours (paper)'."""
+    """Rows = row_keys, columns = sizes, entries 'ours (paper)'. Where an entry has results of
+    several settings, a `settings` column tells the rows apart (the keys of onion.keys)."""
     summary = summary.assign(entry=[
         f"{_entry(m, s, k)} ({_paper_entry(pm, ps)})" for m, s, k, pm, ps in
         zip(summary["mean"], summary["sd"], summary["seeds"], summary["paper_mean"], summary["paper_sd"])])
+    if summary.duplicated([*row_keys, "size"]).any():
+        summary = summary.assign(settings=[f"train {t}" + (f", {a}" if a else "")
+                                           for t, a in zip(summary["train"], summary["settings"])])
+        row_keys = [*row_keys, "settings"]
     table = summary.pivot(index=row_keys, columns="size", values="entry").fillna("")
     table.columns = [f"N={c}" for c in table.columns]
     return table.reset_index()
@@ -101,9 +123,9 @@ def write_table(summary: pd.DataFrame, row_keys: list[str], title: str, md, csv,
     Path(tex).write_text(to_latex(table, title))
 
 
-def run_table_base(metrics, md, csv, tex) -> None:
-    """Tables 1 and 3 from the models' metrics.json files."""
-    results = gru_rows(read_metrics(metrics))
+def run_table_base(metrics, md, csv, tex, root=None) -> None:
+    """Tables 1 and 3 from the models' metrics.json files (and every model under `root`)."""
+    results = gru_rows(read_metrics(with_present(metrics, root, None)))
     summary = summarize(results, ["variant"], "exact_match", reported.BASE_ACCURACY)
     write_table(summary, ["variant"], "Tables 1 and 3: exact-match accuracy of the trained GRUs",
                 md, csv, tex)
@@ -117,15 +139,16 @@ def _run_settings(results: pd.DataFrame, columns: dict) -> pd.DataFrame:
     return results[["steps", *columns]].drop_duplicates().sort_values(["steps", "lr"])
 
 
-def run_table_interventions(results, md, csv, tex) -> None:
-    """Tables 2 (autoregressive) and 5 (no input) from intervention result JSON files."""
-    rows_read = gru_rows(read_metrics(results))
+def run_table_interventions(results, md, csv, tex, root=None) -> None:
+    """Tables 2 (autoregressive) and 5 (no input) from intervention result JSON files (and every
+    one under `root`)."""
+    rows_read = gru_rows(read_metrics(with_present(results, root, "intervention")))
     rows = {(variant, kind): entries for variant, kinds in reported.INTERVENTIONS.items()
             for kind, entries in kinds.items()}
     rows[("autoregressive", "onion_control")] = {64: (reported.ONION_CONTROL_N64_AR, float("nan"))}
     summary = summarize(rows_read, ["variant", "kind"], "exact_match", rows)
     summary["kind"] = pd.Categorical(summary["kind"], categories=INTERVENTION_KINDS, ordered=True)
-    summary = summary.sort_values(["variant", "kind", "size"])
+    summary = summary.sort_values(["variant", "kind", "size"], kind="stable")
     runs = _run_settings(rows_read, {"lr": float("nan")})
     steps = ", ".join(f"{s} steps at lr {lr:g}" for s, lr in runs.itertuples(index=False))
     write_table(summary, ["variant", "kind"], "Tables 2 (autoregressive) and 5 (no input): exact match "
@@ -134,12 +157,12 @@ def run_table_interventions(results, md, csv, tex) -> None:
     log(f"wrote {md}, {csv}, {tex} from {len(rows_read)} interventions")
 
 
-def run_table_probes(results, md, csv, tex) -> None:
-    """Table 4 from probe result JSON files."""
-    rows_read = gru_rows(read_metrics(results))
+def run_table_probes(results, md, csv, tex, root=None) -> None:
+    """Table 4 from probe result JSON files (and every one under `root`)."""
+    rows_read = gru_rows(read_metrics(with_present(results, root, "probe")))
     summary = summarize(rows_read, ["kind", "variant"], "exact_match", reported.PROBES)
     summary["kind"] = pd.Categorical(summary["kind"], categories=PROBE_KINDS, ordered=True)
-    summary = summary.sort_values(["kind", "variant", "size"])
+    summary = summary.sort_values(["kind", "variant", "size"], kind="stable")
     runs = _run_settings(rows_read, {"lr": float("nan"), "lr_schedule": "constant"})
     settings = ", ".join(f"{s} steps, " + (f"cosine lr from {lr:g}" if sched == "cosine" else f"{sched} lr {lr:g}")
                          for s, lr, sched in runs.itertuples(index=False))

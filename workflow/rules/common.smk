@@ -5,6 +5,7 @@ import sys
 
 from snakemake.utils import validate
 
+from onion import keys
 from onion.names import CELLS as CELL_NAMES, INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, PROBE_KINDS, VARIANTS
 
 
@@ -57,31 +58,9 @@ CELLS = sorted({cell for cell, _, _, _ in MODELS})
 GRU_SIZES = sorted({size for cell, _, size, _ in MODELS if cell == "gru"}) or SIZES  # the figures'
 
 OTHER_CELLS = [cell for cell in CELLS if cell != "gru"]  # the cells table only where there are some
-MODEL_KEY = "cell={cell}/variant={variant}/size={size}/seed={seed}"
-
-
-def warn_of_retraining():
-    """Models of this grid trained before with other settings (another grid's, say) are retrained
-    and overwritten by Snakemake: say so before the first job."""
-    from onion.files import models_trained_otherwise
-
-    keys = [MODEL_KEY.format(cell=c, variant=v, size=n, seed=s) for c, v, n, s in MODELS]
-    found = models_trained_otherwise("data", keys, settings("train"))
-    if found:
-        print(
-            f"warning: grid '{config['grid']}' retrains and overwrites {len(found)} models trained "
-            f"with other settings ({found[0]}{'; …' if len(found) > 1 else ''}), and everything "
-            "computed from them. To keep them, run this grid in a directory of its own "
-            "(README: Running two grids side by side).",
-            file=sys.stderr,
-        )
-
-
-wildcard_constraints:
-    cell="|".join(CELL_NAMES),
-    variant="|".join(VARIANTS),
-    size=r"\d+",
-    seed=r"\d+",
+# Paths name the settings that made an artifact (onion/keys.py): a model's training settings, an
+# analysis's own settings, so grids with other settings share data/ without overwriting anything.
+MODEL_KEY = keys.MODEL_KEY  # cell=…/variant=…/size=…/seed=…/train=<key>
 
 
 def settings(section):
@@ -91,12 +70,44 @@ def settings(section):
     return grid_settings(config, section)
 
 
-def analysis_settings(section):
-    """A function of a job's wildcards: its kind's settings of `section` ("interventions" or
-    "probes"), the grid's `<section>_by_kind` overrides applied, as one JSON argument."""
+TRAIN_KEY = keys.settings_key(settings("train"))  # this grid's models
+STATES_KEY = keys.states_key(settings("extract"))  # this grid's stored final states
+
+
+wildcard_constraints:
+    cell="|".join(CELL_NAMES),
+    variant="|".join(VARIANTS),
+    size=r"\d+",
+    seed=r"\d+",
+    train=TRAIN_KEY,  # another grid's models are read (tables, summary), never made, by this one
+    states=STATES_KEY,
+    settings=keys.KEY,
+
+
+def analysis_key(section, kind):
+    """The settings key of one intervention or probe `kind` of this grid (onion/keys.py)."""
     from onion.config_checks import kind_settings
 
-    return lambda wildcards: as_json_arg(kind_settings(config, section, wildcards.kind))
+    values = kind_settings(config, section, kind)
+    return keys.settings_key(values) if section == "interventions" else keys.probe_key(values, settings("extract"))
+
+
+def analysis_settings(section):
+    """A function of a job's wildcards: its kind's settings of `section` ("interventions" or
+    "probes"), the grid's `<section>_by_kind` overrides applied, as one JSON argument. A settings key
+    that is not this grid's for that kind is an error (another grid made it, with other settings)."""
+    from onion.config_checks import kind_settings
+
+    def params(wildcards):
+        key = analysis_key(section, wildcards.kind)
+        if wildcards.settings != key:
+            raise ValueError(
+                f"{section} key {wildcards.settings} of {wildcards.kind} is not grid "
+                f"'{config['grid']}''s ({key}): run the grid whose settings made it"
+            )
+        return as_json_arg(kind_settings(config, section, wildcards.kind))
+
+    return params
 
 
 def as_json_arg(values):
@@ -108,7 +119,7 @@ def grid_paths(pattern, variants=None, sizes=None, cells=None):
     """`pattern` (with {cell}, {variant}, {size}, {seed}) for every model of the grid, optionally
     only those of the given variants, sizes and cells."""
     return [
-        pattern.format(cell=cell, variant=variant, size=size, seed=seed)
+        pattern.format(cell=cell, variant=variant, size=size, seed=seed, train=TRAIN_KEY)
         for cell, variant, size, seed in MODELS
         if (variants is None or variant in variants)
         and (sizes is None or size in sizes)
@@ -184,7 +195,10 @@ def intervention_paths(ext, kinds=None, cells=None):
     return [
         path
         for kind in kinds or INTERVENTION_KINDS
-        for path in grid_paths(f"data/analyses/{MODEL_KEY}/intervention-{kind}.{ext}", cells=cells)
+        for path in grid_paths(
+            f"data/analyses/{MODEL_KEY}/intervention-{kind}-{analysis_key('interventions', kind)}.{ext}",
+            cells=cells,
+        )
     ]
 
 
@@ -193,8 +207,32 @@ def probe_paths(ext, kinds=None, variants=None, sizes=None, cells=None):
     return [
         path
         for kind in kinds or PROBE_KINDS
-        for path in grid_paths(f"data/analyses/{MODEL_KEY}/probe-{kind}.{ext}", variants, sizes, cells)
+        for path in grid_paths(
+            f"data/analyses/{MODEL_KEY}/probe-{kind}-{analysis_key('probes', kind)}.{ext}", variants, sizes, cells
+        )
     ]
+
+
+def gate_trajectories():
+    """Trajectories for the gate figures (Figs. 2 and 5), as the paper draws them: the largest GRU
+    beside N = 64 (else the smallest; 48 beside 64 on the default grid), among this grid's GRUs and those whose trajectories are
+    already in data/ (another grid's, say). Autoregressive first, then the smallest seed, then this
+    grid's settings. -> {"small": path, "large": path}"""
+    from pathlib import Path
+
+    mine = [dict(figure_model(size), mine=True) for size in GRU_SIZES]
+    present = [
+        dict(keys.model_fields(str(p.parent / "metrics.json")) or {}, mine=False)
+        for p in Path("data/states/cell=gru").rglob("trajectories.parquet")
+    ]
+    found = mine + [m for m in present if m.get("cell") == "gru"]
+    sizes = sorted({m["size"] for m in found})
+    chosen = {"small": 64 if 64 in sizes[:-1] else sizes[0], "large": sizes[-1]}
+    best = lambda size: min(
+        (m for m in found if m["size"] == size),
+        key=lambda m: (m["variant"] != "autoregressive", m["seed"], not m["mine"], m["train"]),
+    )
+    return {which: MODEL_KEY.format(**best(size)) for which, size in chosen.items()}
 
 
 def figure_model(size):
@@ -205,4 +243,4 @@ def figure_model(size):
         raise ValueError(f"grid '{config['grid']}' has no GRU of N={size}: the paper's figures need "
                          "one (add gru to a block's cells)")
     cell, variant, _, seed = min(candidates, key=lambda m: (m[1] != "autoregressive", m[1], m[3]))
-    return {"cell": cell, "variant": variant, "size": size, "seed": seed}
+    return {"cell": cell, "variant": variant, "size": size, "seed": seed, "train": TRAIN_KEY}

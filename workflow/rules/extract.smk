@@ -9,7 +9,7 @@ rule extract_trajectories:
         f"data/states/{MODEL_KEY}/trajectories.parquet",
     params:
         data=as_json_arg(config["data"]),
-        extract=as_json_arg(settings("extract")),
+        extract=as_json_arg({k: v for k, v in settings("extract").items() if k != "n_train_states"}),
         device=config["device"],
     conda:
         "../envs/onion.yaml"
@@ -35,17 +35,17 @@ rule extract_final_states:
         train=rules.make_dataset.output.train,
         valid=rules.make_dataset.output.valid,
     output:
-        f"data/states/{MODEL_KEY}/final_states.parquet",
+        f"data/states/{MODEL_KEY}/final_states-{{states}}.parquet",
     params:
         data=as_json_arg(config["data"]),
-        extract=as_json_arg(settings("extract")),
+        extract=as_json_arg({k: v for k, v in settings("extract").items() if k in ("n_train_states", "batch_size")}),
         device=config["device"],
     conda:
         "../envs/onion.yaml"
     log:
-        f"data/logs/extract_final_states/{MODEL_KEY}.log",
+        f"data/logs/extract_final_states/{MODEL_KEY}/{{states}}.log",
     benchmark:
-        f"data/benchmarks/extract_final_states/{MODEL_KEY}.tsv"
+        f"data/benchmarks/extract_final_states/{MODEL_KEY}/{{states}}.tsv"
     threads: config["threads_per_job"]
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members

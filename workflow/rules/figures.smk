@@ -11,8 +11,8 @@ localrules:
 
 rule figure_gates:
     input:
-        small=expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(min(GRU_SIZES))),
-        large=expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(max(GRU_SIZES))),
+        small=f"data/states/{gate_trajectories()['small']}/trajectories.parquet",
+        large=f"data/states/{gate_trajectories()['large']}/trajectories.parquet",
     output:
         pdf="data/figures/fig2_gates.pdf",
         png=report(
@@ -58,7 +58,7 @@ rule figure_probes:
 
 rule figure_gates_all_channels:
     input:
-        expand(f"data/states/{MODEL_KEY}/trajectories.parquet", **figure_model(max(GRU_SIZES))),
+        f"data/states/{gate_trajectories()['large']}/trajectories.parquet",
     output:
         pdf="data/figures/fig5_gates_all_channels.pdf",
         png=report(

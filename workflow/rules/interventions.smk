@@ -15,8 +15,8 @@ rule train_intervention:
         das_valid=rules.make_dataset.output.das_valid,
         das_train=rules.make_dataset.output.das_train,
     output:
-        result=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}.json",
-        parameters=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}.parquet",
+        result=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}-{{settings}}.json",
+        parameters=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}-{{settings}}.parquet",
     wildcard_constraints:
         kind="|".join(INTERVENTION_KINDS),
     params:
@@ -24,13 +24,13 @@ rule train_intervention:
         interventions=analysis_settings("interventions"),
         device=config["device"],
         kernel=config["kernel"],
-        checkpoint=f"data/checkpoints/{MODEL_KEY}/intervention-{{kind}}.pt",
+        checkpoint=f"data/checkpoints/{MODEL_KEY}/intervention-{{kind}}-{{settings}}.pt",
     conda:
         "../envs/onion.yaml"
     log:
-        f"data/logs/train_intervention/{MODEL_KEY}/{{kind}}.log",
+        f"data/logs/train_intervention/{MODEL_KEY}/{{kind}}-{{settings}}.log",
     benchmark:
-        f"data/benchmarks/train_intervention/{MODEL_KEY}/{{kind}}.tsv"
+        f"data/benchmarks/train_intervention/{MODEL_KEY}/{{kind}}-{{settings}}.tsv"
     threads: config["threads_per_job"]
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
@@ -64,7 +64,7 @@ rule table_interventions:
     log:
         "data/logs/table_interventions.log",
     shell:
-        "python -m onion table-interventions --results {input.results} "
+        "python -m onion table-interventions --results {input.results} --data-root data "
         "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
 
 

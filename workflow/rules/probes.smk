@@ -7,10 +7,10 @@ localrules:
 
 rule train_probe:
     input:
-        states=rules.extract_final_states.output,
+        states=f"data/states/{MODEL_KEY}/final_states-{STATES_KEY}.parquet",
     output:
-        result=f"data/analyses/{MODEL_KEY}/probe-{{kind}}.json",
-        breakdown=f"data/analyses/{MODEL_KEY}/probe-{{kind}}.parquet",
+        result=f"data/analyses/{MODEL_KEY}/probe-{{kind}}-{{settings}}.json",
+        breakdown=f"data/analyses/{MODEL_KEY}/probe-{{kind}}-{{settings}}.parquet",
     wildcard_constraints:
         kind="|".join(PROBE_KINDS),
     params:
@@ -18,13 +18,13 @@ rule train_probe:
         probes=analysis_settings("probes"),
         device=config["device"],
         kernel=config["kernel"],
-        checkpoint=f"data/checkpoints/{MODEL_KEY}/probe-{{kind}}.pt",
+        checkpoint=f"data/checkpoints/{MODEL_KEY}/probe-{{kind}}-{{settings}}.pt",
     conda:
         "../envs/onion.yaml"
     log:
-        f"data/logs/train_probe/{MODEL_KEY}/{{kind}}.log",
+        f"data/logs/train_probe/{MODEL_KEY}/{{kind}}-{{settings}}.log",
     benchmark:
-        f"data/benchmarks/train_probe/{MODEL_KEY}/{{kind}}.tsv"
+        f"data/benchmarks/train_probe/{MODEL_KEY}/{{kind}}-{{settings}}.tsv"
     threads: config["threads_per_job"]
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
@@ -55,5 +55,5 @@ rule table_probes:
     log:
         "data/logs/table_probes.log",
     shell:
-        "python -m onion table-probes --results {input.results} "
+        "python -m onion table-probes --results {input.results} --data-root data "
         "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"

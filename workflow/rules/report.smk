@@ -19,7 +19,7 @@ rule table_base_accuracy:
     log:
         "data/logs/table_base_accuracy.log",
     shell:
-        "python -m onion table-base --metrics {input.metrics} "
+        "python -m onion table-base --metrics {input.metrics} --data-root data "
         "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
 
 
@@ -36,7 +36,7 @@ rule write_summary:
         settings=as_json_arg(
             {s: settings(s) for s in ("train", "interventions", "probes", "extract")}
             | {f"{s}_by_kind": GRID.get(f"{s}_by_kind", {}) for s in ("interventions", "probes")}
-            | {"data": config["data"]}
+            | {"data": config["data"], "grids": {name: {"models": g["models"]} for name, g in config["grids"].items()}}
         ),
     conda:
         "../envs/onion.yaml"
