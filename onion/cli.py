@@ -95,7 +95,7 @@ def cmd_table_cells(args) -> None:
 
 def cmd_summary(args) -> None:
     from onion.report.summary import run_summary
-    run_summary(args.base, args.interventions, args.probes, args.out, args.append, args.settings)
+    run_summary(args.base, args.interventions, args.probes, args.out, args.append, args.settings, args.gates)
 
 
 def cmd_figure(args) -> None:
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "summary", cmd_summary, "one page: which of the paper's claims this run reproduced",
          "--base", "--interventions", "--probes", "--out",
          append={"nargs": "*", "default": [], "help": "Markdown sections to add at the end"},
+         gates={"nargs": 2, "default": (), "help": "trajectories of the small and the large GRU (claim 6)"},
          settings={"type": _json_arg, "default": {}, "help": "the run's data, train, interventions, "
                    "probes and extract settings as JSON (for the differences from the authors)"})
     p = _add(sub, "figure", cmd_figure, "Fig. 2 (gates), Fig. 5 (gates-all) or Fig. 4 (probes)", "--pdf",

@@ -15,6 +15,7 @@ import math
 import pandas as pd
 
 from onion.report import paper
+from onion.report.gates import OPEN, SHARP, STAGGERED, describe, gate_measures, gates_contrast
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "NOT reproduced", "not testable here"
 PARTLY = "consistent so far, not fully testable here"
@@ -305,10 +306,36 @@ def differences_from_authors(settings: dict, seeds: int) -> list[str]:
     return lines
 
 
-def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), settings=None) -> str:
-    """Build the summary page from the three tidy tables and the run's `settings` (for the list of
-    differences from the authors), then the Markdown files `append` (the recurrent cells' onion
-    signature); returns the Markdown."""
+def gates_section(gates) -> list[str]:
+    """Claim 6 from the trajectories (small, large) the gate figures draw (onion.report.gates)."""
+    title = "## 6. Gates: sharp, staggered closing at N = 1024; gradual, synchronous closing at N = 64."
+    criterion = (f"Criterion: over the input phase of `ab1cadf2`, per channel that opens (1 − z ≥ {OPEN}), "
+                 "its largest one-step drop of 1 − z (sharpness: the median over channels) and the step "
+                 f"of that drop (staggering: their s.d.); sharp means ≥ {SHARP}, staggered ≥ {STAGGERED} "
+                 "step; the large model must be sharp and staggered, the small one gradual and "
+                 "synchronous. One model each (no seed spread). Figure: `data/figures/fig2_gates.pdf`.")
+    if not gates:
+        return [title, "", f"**{NOT_TESTABLE}.** No trajectories given.", ""]
+    from onion.report.figures import gate_matrix
+    measured = []
+    for path in gates:
+        matrix, _, length, model = gate_matrix(path)
+        measured.append((model, gate_measures(matrix, length)))
+    (small_model, small), (large_model, large) = measured
+    lines = [f"- N = {m['size']} ({m['variant']}, seed {m['seed']}): {describe(g)}" for m, g in measured]
+    if large_model["size"] < 512 or small_model["size"] > 64:
+        verdict = NOT_TESTABLE
+        lines.append("the comparison needs a GRU of N ≥ 512 (the paper: 1024) beside one of N ≤ 64 in data/")
+    else:
+        verdict = REPRODUCED if gates_contrast(small, large) else NOT_REPRODUCED
+    return [title, "", f"**{verdict}.** {criterion}", "", *lines, ""]
+
+
+def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), settings=None, gates=()) -> str:
+    """Build the summary page from the three tidy tables, the gate trajectories `gates` (small,
+    large) and the run's `settings` (for the list of differences from the authors and the grids
+    that add seeds), then the Markdown files `append` (the recurrent cells' onion signature);
+    returns the Markdown."""
     base, interventions, probes = (pd.read_csv(p) for p in (base_csv, interventions_csv, probes_csv))
     sizes = sorted(set(base["size"]))
     models = ", ".join(f"{v} N = {', '.join(map(str, sorted(g['size'])))}"
@@ -363,11 +390,7 @@ def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), setti
         if key == "small_probe" and any(e.startswith("GRU-no-input probe") and ("✗" in e or "not decided" in e)
                                        for e in evidence):
             lines += [GRU_NO_INPUT_PROBE, ""]
-    large = max(sizes)
-    lines += ["## 6. Gates: sharp, staggered closing at N = 1024; gradual, synchronous closing at N = 64.",
-              "", f"**{'see the figure' if large >= 1024 else NOT_TESTABLE}.** Judged by eye in "
-              f"`data/figures/fig2_gates.pdf` (smallest and largest size, N = {min(sizes)} and "
-              f"N = {large}); the sharp closing needs N = 1024 in the grid.", ""]
+    lines += gates_section(gates)
     differences = differences_from_authors(settings or {}, int(base["seeds"].max()))
     lines += ["## Where this run differs from the authors' settings", "",
               "Every setting of this run that is not the authors' (their code; PAPER.md §2–5). A "
@@ -380,8 +403,8 @@ def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), setti
     return text
 
 
-def run_summary(base_csv, interventions_csv, probes_csv, out, append=(), settings=None) -> None:
+def run_summary(base_csv, interventions_csv, probes_csv, out, append=(), settings=None, gates=()) -> None:
     """The write_summary job (write_summary, then a log line)."""
     from onion.log import log
-    write_summary(base_csv, interventions_csv, probes_csv, out, append, settings)
+    write_summary(base_csv, interventions_csv, probes_csv, out, append, settings, gates)
     log(f"wrote {out}")

@@ -29,6 +29,7 @@ rule write_summary:
         interventions=rules.table_interventions.output.csv,
         probes=rules.table_probes.output.csv,
         figure=rules.figure_gates.output.pdf,
+        gates=rules.figure_gates.input,
         cells="data/tables/cells_signature.md" if OTHER_CELLS else [],
     output:
         report("data/summary.md", caption="../report/summary.rst", category="Summary"),
@@ -45,6 +46,7 @@ rule write_summary:
     shell:
         "python -m onion summary --base {input.base} --interventions {input.interventions} "
         "--probes {input.probes} --append {input.cells} --settings {params.settings} "
+        "--gates {input.gates} "
         "--out {output} > {log} 2>&1"
 
 
