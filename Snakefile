@@ -8,7 +8,9 @@ min_version("9.0")
 
 from onion.config_checks import load_yaml
 
-load_yaml("config.yaml")  # a syntax error names file and line (Snakemake's own message does not)
+# The defaults sit beside this Snakefile, so `--directory elsewhere` needs no copy of them.
+DEFAULTS = workflow.source_path("config.yaml")
+load_yaml(DEFAULTS)  # a syntax error names file and line (Snakemake's own message does not)
 
 
 if workflow.is_main_process:  # artifacts of an older layout: say how to keep them
@@ -23,7 +25,7 @@ if workflow.is_main_process:  # artifacts of an older layout: say how to keep th
         )
 
 
-configfile: "config.yaml"
+configfile: DEFAULTS
 
 
 include: "workflow/rules/common.smk"

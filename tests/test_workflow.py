@@ -175,6 +175,17 @@ def test_cells_table_figure_and_verdicts(finished_run):
     assert sorted(base["variant"]) == ["autoregressive", "no_input"] and (base["seeds"] == 1).all()
 
 
+def test_a_run_in_another_directory_reads_the_defaults_beside_the_snakefile(tmp_path):
+    """`snakemake --directory runs/x --configfile my.yaml` from the repository: no config.yaml in
+    runs/x, the defaults are read beside the Snakefile and everything is written under runs/x."""
+    repo = workdir(tmp_path, TINY)
+    result = subprocess.run(["snakemake", "--directory", "runs/x", "--configfile", "tiny.yaml", "--cores", "1",
+                             "data/datasets/valid.parquet"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(pd.read_parquet(repo / "runs/x/data/datasets/valid.parquet")) == TINY["data"]["n_valid"]
+    assert not (repo / "runs/x/config.yaml").exists() and not (repo / "data").exists()
+
+
 def test_rebuilding_a_table_never_retrains(finished_run):
     (finished_run / "data/tables/table1_base_accuracy.md").unlink()
     result = snakemake(finished_run, "-n", "data/tables/table1_base_accuracy.md")
