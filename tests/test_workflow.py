@@ -186,6 +186,14 @@ def test_a_run_in_another_directory_reads_the_defaults_beside_the_snakefile(tmp_
     assert not (repo / "runs/x/config.yaml").exists() and not (repo / "data").exists()
 
 
+def test_what_the_figures_show_comes_from_config(tmp_path):
+    cwd = workdir(tmp_path, {**TINY, "figures": {"size": 8, "channels": 5}})
+    result = snakemake(cwd, "-n", "-p", "data/figures/fig2_gates.pdf", "data/figures/fig4_probes.pdf")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "--channels 5 " in out and "--size 8 " in out
+
+
 def test_rebuilding_a_table_never_retrains(finished_run):
     (finished_run / "data/tables/table1_base_accuracy.md").unlink()
     result = snakemake(finished_run, "-n", "data/tables/table1_base_accuracy.md")

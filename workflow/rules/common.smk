@@ -215,7 +215,7 @@ def probe_paths(ext, kinds=None, variants=None, sizes=None, cells=None):
 
 def gate_trajectories():
     """Trajectories for the gate figures (Figs. 2 and 5), as the paper draws them: the largest GRU
-    beside N = 64 (else the smallest; 48 beside 64 on the default grid), among this grid's GRUs and those whose trajectories are
+    beside N = figures.size (64; else the smallest), among this grid's GRUs and those whose trajectories are
     already in data/ (another grid's, say). Autoregressive first, then the smallest seed, then this
     grid's settings. -> {"small": path, "large": path}"""
     from pathlib import Path
@@ -227,7 +227,8 @@ def gate_trajectories():
     ]
     found = mine + [m for m in present if m.get("cell") == "gru"]
     sizes = sorted({m["size"] for m in found})
-    chosen = {"small": 64 if 64 in sizes[:-1] else sizes[0], "large": sizes[-1]}
+    small = config["figures"]["size"]
+    chosen = {"small": small if small in sizes[:-1] else sizes[0], "large": sizes[-1]}
     best = lambda size: min(
         (m for m in found if m["size"] == size),
         key=lambda m: (m["variant"] != "autoregressive", m["seed"], not m["mine"], m["train"]),

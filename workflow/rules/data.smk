@@ -10,6 +10,8 @@ rule make_dataset:
         "../envs/onion.yaml"
     log:
         "data/logs/make_dataset.log",
+    benchmark:
+        "data/benchmarks/make_dataset.tsv"
     resources:
         mem_mb=4000,
         runtime=fixed_runtime(30),

@@ -1,4 +1,4 @@
-# Hidden states and gates of each trained model to Parquet (PAPER.md §3, §5, §6); schema in README.md.
+# Hidden states and gates of each trained model to Parquet (PAPER.md §3, §5, §6); schemas in docs/artifacts.md.
 
 
 rule extract_trajectories:
@@ -15,6 +15,8 @@ rule extract_trajectories:
         "../envs/onion.yaml"
     log:
         f"data/logs/extract_trajectories/{MODEL_KEY}.log",
+    benchmark:
+        f"data/benchmarks/extract_trajectories/{MODEL_KEY}.tsv"
     threads: config["threads_per_job"]
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members

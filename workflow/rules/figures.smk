@@ -1,6 +1,6 @@
 # Figures 2, 4 and 5 of the paper; they read Parquet/JSON only, so rebuilding one retrains nothing.
 
-FIG4_SIZE = 64 if 64 in GRU_SIZES else min(GRU_SIZES)
+FIG4_SIZE = config["figures"]["size"] if config["figures"]["size"] in GRU_SIZES else min(GRU_SIZES)
 
 
 localrules:
@@ -21,7 +21,7 @@ rule figure_gates:
             category="Figures",
         ),
     params:
-        channels=64,
+        channels=config["figures"]["channels"],
         text=settings("extract")["texts"][0],
     conda:
         "../envs/onion.yaml"
