@@ -109,6 +109,11 @@ def cmd_figure_interventions(args) -> None:
     run_figure_interventions(args.figure, args.parameters, args.out, args.max_length)
 
 
+def cmd_html(args) -> None:
+    from onion.report.html import run_html
+    run_html(args.md, args.out)
+
+
 def cmd_check_config(args) -> None:
     from onion.config_checks import run_check_config
     run_check_config(args.files, args.schema)
@@ -219,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
              "files", "--out", parameters={"nargs": "+", "required": True},
              max_length={"type": int, "default": 9})
     p.add_argument("figure", choices=["onion-scales", "onion-scales-cells", "das-budget"])
+    _add(sub, "html", cmd_html, "a Markdown page (the summary, a table) as HTML for the report", "--md", "--out")
     p = _add(sub, "check-config", cmd_check_config, "check config files as the workflow would",
              schema={"default": "workflow/schemas/config.schema.yaml"})
     p.add_argument("files", nargs="+", help="config.yaml, then any --configfile files, merged in order")

@@ -125,6 +125,21 @@ def test_paper_config_length_mix():
     assert all(abs(share[k] - 0.165) < 0.002 for k in range(5, 10))
 
 
+def test_paper_vocabulary_training_set_drawn_for_real():
+    """The generator itself at the paper's settings (30 symbols, 1M sequences; about 5 s): all
+    distinct, none in validation, and the documented mix: 720 of length 2 (all outside validation),
+    2.63 % length 3, 14.90 % length 4, 16.4-16.6 % each of lengths 5-9."""
+    cfg = DataConfig()
+    train, valid = make_datasets(cfg)
+    keys = sequence_keys(train.tokens, train.lengths, cfg.n_symbols)
+    assert len(keys) == 1_000_000 and len(np.unique(keys)) == len(keys)
+    assert not np.isin(sequence_keys(valid.tokens, valid.lengths, cfg.n_symbols), keys).any()
+    share = np.bincount(train.lengths, minlength=10) / len(keys)
+    assert round(share[2] * len(keys)) == 720 and share[:2].sum() == 0
+    assert abs(share[3] - 0.0263) < 0.0005 and abs(share[4] - 0.1490) < 0.0005
+    assert all(0.164 <= share[k] <= 0.166 for k in range(5, 10)), share
+
+
 def test_iid_training_set_has_repeats_and_uniform_lengths(small_data_cfg):
     cfg = DataConfig(**{**small_data_cfg.__dict__, "train_sampling": "iid"})
     train, valid = make_datasets(cfg)
