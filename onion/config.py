@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, TypeVar
 
-from onion.names import DAS_TRAIN_SETS, TRAIN_SAMPLINGS
+from onion.names import DAS_TRAIN_SETS, PRECISIONS, TRAIN_SAMPLINGS
 
 T = TypeVar("T")
+
+# settings added later, at the value that keeps their former behaviour: left out of a checkpoint's
+# identity there, so that runs checkpointed before they existed still resume
+NEUTRAL = {"precision": "fp32", "rotation": "matrix_exp"}
 
 
 def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config") -> T:
@@ -21,6 +25,12 @@ def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config"
         if f.name in values and isinstance(values[f.name], list):
             values[f.name] = tuple(values[f.name])
     return cls(**values)
+
+
+def identity_settings(cfg) -> dict:
+    """A config dataclass as the dict a checkpoint's identity holds: every field but the NEUTRAL
+    ones at their neutral value."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if NEUTRAL.get(k, ...) != v}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,3 +95,9 @@ class TrainConfig(OptimConfig):
     steps: int = 40_000
     log_every: int = 500
     eval_every: int = 10_000
+    precision: str = "fp32"  # the unrolled kernel's recurrent product: fp32, or bf16 inputs (opt-in)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")

@@ -11,6 +11,7 @@ import math
 from typing import Callable
 
 from onion.data import ALPHABET
+from onion.names import INTERVENTION_KINDS
 
 
 def _strict_validator(schema: dict):
@@ -98,10 +99,27 @@ def _extract_problems(extract: dict, data: dict) -> list[str]:
     return problems
 
 
+def _precision_problems(config: dict, cuda_available: Callable[[], bool] | None) -> list[str]:
+    """bf16 runs only in the unrolled kernel: kernel nn, or auto where jobs run on CUDA (device cuda,
+    or auto with CUDA found), would run torch.nn's fp32 layers. Each job checks it again at its start."""
+    kernel, device = config["kernel"], config.get("device", "auto")
+    on_cuda = device == "cuda" or (device == "auto" and cuda_available is not None and cuda_available())
+    if kernel == "unrolled" or (kernel == "auto" and not on_cuda):
+        return []
+    where = f"kernel {kernel}" + (" on CUDA" if kernel == "auto" else "")
+    kinds = [k for k in INTERVENTION_KINDS if kind_settings(config, "interventions", k).get("precision") == "bf16"]
+    asked = {"train.precision": grid_settings(config, "train").get("precision") == "bf16",
+             "interventions.precision": bool(kinds)}
+    return [f"config key '{key}': bf16{' (' + ', '.join(kinds) + ')' if key == 'interventions.precision' else ''} "
+            f"runs only in the unrolled kernel, but {where} runs torch.nn's layers in fp32 "
+            f"(set kernel: unrolled, or {key}: fp32)" for key, bf16 in asked.items() if bf16]
+
+
 def cross_field_problems(config: dict, cuda_available: Callable[[], bool] | None = None) -> list[str]:
     """Rules across keys, on the active grid's settings."""
     problems = _data_problems(config["data"])
     problems += _extract_problems(grid_settings(config, "extract"), config["data"])
+    problems += _precision_problems(config, cuda_available)
     if config.get("device") == "cuda" and cuda_available is not None and not cuda_available():
         problems.append("config key 'device': cuda requested, but PyTorch finds no CUDA device here "
                         "(use device: auto or cpu)")

@@ -18,3 +18,5 @@ PROBE_DECAYS = ("all", "matrices")  # probe weight decay on every parameter (aut
 LR_SCHEDULES = ("constant", "cosine")
 KERNELS = ("auto", "nn", "unrolled")  # how recurrent loops run: torch.nn's layers, onion.model.unrolled, or by device
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")  # the unrolled kernel's recurrent product: fp32, or bf16 inputs (opt-in)
+ROTATIONS = ("matrix_exp", "cayley")  # linear DAS's orthogonal map: torch's orthogonal(), or Cayley

@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence
 
-from onion.config import DataConfig, OptimConfig, TrainConfig
+from onion.config import DataConfig, OptimConfig, TrainConfig, identity_settings
 from onion.data import SequenceSet, read_sequences
 from onion.evaluation import evaluate_model
 from onion.files import write_json
@@ -19,7 +19,7 @@ from onion.log import log
 from onion.loop import apply_update, optimise
 from onion.model import RepeatRNN, save_model
 from onion.model.rnn import packing
-from onion.model.unrolled import compiled_loss, model_tensors, use_unrolled
+from onion.model.unrolled import check_precision, compiled_loss, model_tensors, use_unrolled
 from onion.runtime import fingerprint
 
 
@@ -79,11 +79,11 @@ def packed_batch_loss(model: RepeatRNN, inputs: torch.Tensor, targets: torch.Ten
 
 
 def unrolled_batch_loss(model: RepeatRNN, loss_fn, inputs: torch.Tensor, targets: torch.Tensor,
-                        batch_sizes: torch.Tensor) -> torch.Tensor:
+                        batch_sizes: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """packed_batch_loss through the unrolled kernel `loss_fn` (onion.model.unrolled.compiled_loss()
-    or its packed_loss), from the zero state."""
+    or its packed_loss), from the zero state; `precision` of its recurrent product (train.precision)."""
     start = model.embedding.weight.new_zeros(int(batch_sizes[0]), model.state_size)  # [B, state_size]
-    return loss_fn(model.cell, *model_tensors(model), inputs, start, targets, batch_sizes.tolist())
+    return loss_fn(model.cell, *model_tensors(model), inputs, start, targets, batch_sizes.tolist(), precision)
 
 
 def packed_loss(model: RepeatRNN, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -111,16 +111,19 @@ def packed_batches(model: RepeatRNN, data: SequenceSet, device):
     return batch
 
 
-def training_kernel(kernel: str, model: RepeatRNN, optimizer, data: SequenceSet, device):
+def training_kernel(kernel: str, model: RepeatRNN, optimizer, data: SequenceSet, device,
+                    precision: str = "fp32"):
     """How a training step runs with `kernel` (onion.names.KERNELS): (rows, update), where rows(idx)
     gathers the packed batch of examples idx [B] (a NumPy array; see packed_batches) and
     update(batch) takes one step on it, returning the loss on the device. The loss is
-    packed_batch_loss (torch.nn's layer) or onion.model.unrolled's compiled packed_loss."""
+    packed_batch_loss (torch.nn's layer) or onion.model.unrolled's compiled packed_loss, whose
+    recurrent product runs in `precision` (train.precision; bf16 only there)."""
+    check_precision(precision, kernel, device, "train.precision")
     if use_unrolled(kernel, device):
         unrolled_loss = compiled_loss()
 
         def loss(inputs, targets, batch_sizes):
-            return unrolled_batch_loss(model, unrolled_loss, inputs, targets, batch_sizes)
+            return unrolled_batch_loss(model, unrolled_loss, inputs, targets, batch_sizes, precision)
     else:
         def loss(inputs, targets, batch_sizes):
             return packed_batch_loss(model, inputs, targets, batch_sizes)
@@ -139,14 +142,15 @@ def train_model(model: RepeatRNN, train: SequenceSet, valid: SequenceSet, cfg: T
     """Train `model` in place for cfg.steps steps; resume from `checkpoint_path` when it matches.
 
     `stop_after` ends the loop early (after that many steps in total) as if the job were killed:
-    used to test resumption. `kernel`: how the GRU runs (onion.names.KERNELS). Returns the
-    training record (onion.loop.optimise).
+    used to test resumption. `kernel`: how the GRU runs (onion.names.KERNELS); cfg.precision: its
+    recurrent product's (bf16 with the unrolled kernel only). Returns the training record
+    (onion.loop.optimise).
     """
     model.to(device).train()
     optimizer = make_optimizer(model.parameters(), cfg)
-    identity = {"model": model.hyperparameters(), "train": dataclasses.asdict(cfg), "seed": seed,
+    identity = {"model": model.hyperparameters(), "train": identity_settings(cfg), "seed": seed,
                 "training data": fingerprint(train.tokens, train.lengths)}
-    rows, step_on = training_kernel(kernel, model, optimizer, train, device)
+    rows, step_on = training_kernel(kernel, model, optimizer, train, device, cfg.precision)
 
     def batches(start: int, end: int):
         return ((step, rows(batch_indices(step, cfg.batch_size, len(train), seed)))

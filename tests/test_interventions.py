@@ -119,15 +119,38 @@ def test_das_patch_with_identity_rotation_copies_assigned_dims():
     assert torch.allclose(out, torch.tensor([[1., 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0]]), atol=1e-6)
 
 
-def test_das_with_any_rotation_is_identity_without_intervened_variables():
+@pytest.mark.parametrize("rotation", ["matrix_exp", "cayley"])
+def test_das_with_any_rotation_is_identity_without_intervened_variables(rotation):
     torch.manual_seed(1)
-    das = LinearDAS(hidden_size=8, n_variables=3).train()
+    das = LinearDAS(hidden_size=8, n_variables=3, rotation=rotation).train()
+    with torch.no_grad():  # away from the start: any rotation
+        next(p for name, p in das.named_parameters() if name.startswith("rotation")).normal_()
     h = torch.randn(4, 8)
     out = das.patch(h, torch.randn(4, 8), torch.zeros(4, 3, dtype=torch.bool))
     assert torch.allclose(out, h, atol=1e-5)
     # straight-through: the assignment logits get gradients from the patched state
     das.patch(h, torch.randn(4, 8), torch.ones(4, 3, dtype=torch.bool)).sum().backward()
     assert das.logits.grad is not None and das.logits.grad.abs().sum() > 0
+
+
+def test_cayley_rotation_is_orthogonal_and_starts_where_matrix_exp_does():
+    """Same seed, same start: torch's orthogonal() begins at the orthogonalised Linear weight, and
+    so does the Cayley map; for any parameter R is orthogonal, and its gradient reaches it."""
+    torch.manual_seed(5)
+    exp = LinearDAS(hidden_size=45, n_variables=9)
+    torch.manual_seed(5)
+    cayley = LinearDAS(hidden_size=45, n_variables=9, rotation="cayley")
+    torch.testing.assert_close(cayley.rotation.weight, exp.rotation.weight, rtol=0, atol=1e-6)
+    assert torch.equal(cayley.logits, exp.logits)
+    with torch.no_grad():
+        cayley.rotation.free.normal_(std=3.0)  # far from the start
+    rotation = cayley.rotation.weight
+    torch.testing.assert_close(rotation @ rotation.T, torch.eye(45), rtol=0, atol=2e-5)
+    assert (rotation - exp.rotation.weight).abs().max() > 0.1
+    rotation.sum().backward()
+    assert cayley.rotation.free.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="interventions.rotation must be one of"):
+        InterventionConfig(rotation="householder")
 
 
 def test_onion_scales_and_control():
@@ -144,10 +167,12 @@ def test_onion_scales_and_control():
 
 # --- known answers ---------------------------------------------------------------------------
 
-def test_linear_unigram_succeeds_on_slot_model():
-    """Each position has its own block of coordinates, so a rotation + assignment can swap them."""
+@pytest.mark.parametrize("rotation", ["matrix_exp", "cayley"])
+def test_linear_unigram_succeeds_on_slot_model(rotation):
+    """Each position has its own block of coordinates, so a rotation + assignment can swap them;
+    with either orthogonal map."""
     model = SlotModel()
-    cfg = InterventionConfig(steps=400, lr=2e-2, log_every=400)
+    cfg = InterventionConfig(steps=400, lr=2e-2, log_every=400, rotation=rotation)
     intervention, record = train_intervention(model, "linear_unigram", _targets(5_000, 7), cfg,
                                               seed=0, device="cpu", max_length=9, das_length=9)
     cf = eval_counterfactuals("linear_unigram", _targets(2_000, 8, length=9), 0, 30)

@@ -41,6 +41,8 @@ def test_schema_enums_are_the_package_lists():
     assert by_name.pop("replacement") == {names.REPLACEMENTS}
     assert by_name.pop("weight_decay_on") == {names.PROBE_DECAYS}
     assert by_name.pop("kernel") == {names.KERNELS}
+    assert by_name.pop("precision") == {names.PRECISIONS}
+    assert by_name.pop("rotation") == {names.ROTATIONS}
     assert by_name.pop("interventions_by_kind") == {names.INTERVENTION_KINDS}
     assert by_name.pop("probes_by_kind") == {names.PROBE_KINDS}
     assert not by_name, f"enums without a list in onion.names: {by_name}"

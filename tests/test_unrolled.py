@@ -56,7 +56,7 @@ def test_a_wrong_kernel_is_caught(cell, monkeypatch):
     torch.manual_seed(1)
     model = RepeatRNN(30, 12, cell=cell)
     real = unrolled.CELL_UPDATES[cell]
-    monkeypatch.setitem(unrolled.CELL_UPDATES, cell, lambda gi, state, w, b: real(gi, state, w.flip(0), b))
+    monkeypatch.setitem(unrolled.CELL_UPDATES, cell, lambda gi, state, w, b, precision: real(gi, state, w.flip(0), b, precision))
     (packed, packed_grads), (eager, eager_grads) = _packed_and_unrolled(model, _batch(37))
     assert not all(torch.allclose(a, b, rtol=1e-4, atol=1e-6)  # the known-answer test's tolerances
                    for a, b in zip((eager, *eager_grads), (packed, *packed_grads)))

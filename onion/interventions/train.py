@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from onion.config import DataConfig, OptimConfig
+from onion.config import DataConfig, OptimConfig, identity_settings
 from onion.data import SequenceSet, read_sequences
 from onion.evaluation import accuracy_summary
 from onion.files import write_json, write_parquet
@@ -26,7 +26,8 @@ from onion.log import log
 from onion.loop import apply_update, each_step, optimise
 from onion.model import load_model
 from onion.model.unrolled import frozen_runner
-from onion.names import INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, ONION_INTERVENTION_KINDS, REPLACEMENTS
+from onion.names import (INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, ONION_INTERVENTION_KINDS, PRECISIONS,
+                         REPLACEMENTS, ROTATIONS)
 from onion.runtime import fingerprint
 from onion.training import make_optimizer
 
@@ -37,17 +38,23 @@ class InterventionConfig(OptimConfig):
 
     section: ClassVar[str] = "interventions"
     replacement: str = "any"  # counterfactual tokens: any (authors: uniform) or different
+    precision: str = "fp32"  # the frozen model's recurrent product (unrolled kernel): fp32 or bf16 inputs
+    rotation: str = "matrix_exp"  # linear DAS's orthogonal map: torch's orthogonal() or cayley
 
     def __post_init__(self):
         super().__post_init__()
-        if self.replacement not in REPLACEMENTS:
-            raise ValueError(f"interventions.replacement must be one of {REPLACEMENTS}, "
-                             f"got {self.replacement!r}")
+        for name, value, choices in (("replacement", self.replacement, REPLACEMENTS),
+                                     ("precision", self.precision, PRECISIONS),
+                                     ("rotation", self.rotation, ROTATIONS)):
+            if value not in choices:
+                raise ValueError(f"interventions.{name} must be one of {choices}, got {value!r}")
 
 
-def make_intervention(kind: str, n_symbols: int, hidden_size: int, max_length: int) -> torch.nn.Module:
+def make_intervention(kind: str, n_symbols: int, hidden_size: int, max_length: int,
+                      rotation: str = "matrix_exp") -> torch.nn.Module:
+    """A fresh intervention of `kind`; linear DAS with the orthogonal map `rotation`."""
     if kind in LINEAR_INTERVENTION_KINDS:
-        return LinearDAS(hidden_size, n_variables(kind, max_length))
+        return LinearDAS(hidden_size, n_variables(kind, max_length), rotation)
     if kind in ONION_INTERVENTION_KINDS:
         return OnionIntervention(n_symbols, hidden_size, control=kind == "onion_control")
     raise ValueError(f"unknown intervention kind {kind!r}; expected one of {INTERVENTION_KINDS}")
@@ -94,14 +101,15 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
     """Train a `kind` intervention on the frozen `model`; resumes from `checkpoint_path` when it
     matches. Linear DAS trains on the length-`das_length` targets of `train` only (None = all).
     Batch i is a pure function of (seed, i); `kernel` says how the frozen GRU runs in the training
-    steps (onion.names.KERNELS). Returns (intervention, training record)."""
+    steps (onion.names.KERNELS), cfg.precision its recurrent product's precision (bf16 only
+    unrolled); evaluation runs the model's own fp32 layers. Returns (intervention, training record)."""
     model.to(device)
     before = _freeze(model)
     targets = targets_for(kind, train, das_length)
     torch.manual_seed(seed)
-    intervention = make_intervention(kind, model.n_symbols, model.state_size, max_length).to(device)
+    intervention = make_intervention(kind, model.n_symbols, model.state_size, max_length, cfg.rotation).to(device)
     optimizer = make_optimizer(intervention.parameters(), cfg)
-    identity = {"kind": kind, "config": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
+    identity = {"kind": kind, "config": identity_settings(cfg), "seed": seed, "max_length": max_length,
                 "model": getattr(model, "hyperparameters", lambda: type(model).__name__)(),
                 "model weights": fingerprint(*before.values()),
                 "training targets": fingerprint(targets.tokens, targets.lengths)}
@@ -110,7 +118,7 @@ def train_intervention(model, kind: str, train: SequenceSet, cfg: InterventionCo
     intervention.train()
     tokens = torch.as_tensor(targets.tokens, device=device)  # [n, T], on the device once
     lengths = torch.as_tensor(targets.lengths, device=device)  # [n]
-    runner = frozen_runner(model, kernel, device)
+    runner = frozen_runner(model, kernel, device, cfg.precision)
 
     def update(step: int, _) -> torch.Tensor:
         return intervention_step(runner, intervention, optimizer, kind, tokens, lengths,
