@@ -118,9 +118,34 @@ def test_parquet_gates_and_states_per_cell(cell, tmp_path):
     write_parquet(states_table(model, {"valid": data}, CPU, "autoregressive", 10, 0), tmp_path / "s.parquet")
     h, back_data, _ = read_states(tmp_path / "s.parquet", "valid", 9)
     assert h.shape == (50, model.state_size)
+    np.testing.assert_allclose(h[:20], _reference_states(model, tokens[:20], lengths[:20]), atol=1e-5)
+
+
+def _reference_states(model, tokens, lengths):
+    """The final state of each sequence from each cell's equations written out here, one token at a
+    time (independent of the model's encode and of onion.model.cells): [B, state_size]."""
+    rnn, n = model.rnn, model.hidden_size
+    out = []
     with torch.no_grad():
-        np.testing.assert_allclose(h, model.encode(torch.as_tensor(tokens), torch.as_tensor(lengths)).numpy(),
-                                   atol=1e-6)
+        for row, length in zip(tokens, lengths):
+            h, c = torch.zeros(n), torch.zeros(n)
+            for token in row[:length]:
+                x = model.embedding.weight[int(token)]
+                gi = rnn.weight_ih_l0 @ x + rnn.bias_ih_l0
+                gh = rnn.weight_hh_l0 @ h + rnn.bias_hh_l0
+                if model.cell == "gru":
+                    r = torch.sigmoid(gi[:n] + gh[:n])
+                    z = torch.sigmoid(gi[n:2 * n] + gh[n:2 * n])
+                    new = torch.tanh(gi[2 * n:] + r * gh[2 * n:])
+                    h = (1 - z) * new + z * h
+                elif model.cell == "lstm":
+                    i, f, g, o = (gi + gh).chunk(4)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
+                else:
+                    h = torch.tanh(gi + gh)
+            out.append(torch.cat([h, c]) if model.cell == "lstm" else h)
+    return torch.stack(out).numpy()
 
 
 def test_interventions_and_probes_act_on_the_lstm_state():
