@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -23,7 +24,7 @@ from onion.log import log
 from onion.model import RepeatRNN
 from onion.names import GRU_PROBE_KINDS, INTERVENTION_KINDS, PROBE_KINDS
 from onion.probes import ProbeConfig, train_probe
-from onion.runtime import resolve_device, synchronize
+from onion.runtime import FALLBACKS, kernel_ran, resolve_device, synchronize
 from onion.training import make_optimizer, train_model, training_kernel
 
 LOOPS = [("train", "model")] + [("intervention", k) for k in INTERVENTION_KINDS] + \
@@ -68,6 +69,7 @@ def measure_speeds(setup: Setup, device, steps: int, warmup: int = 3, kernel: st
     quiet = dict(checkpoint_every=0, log_every=10**9)
     for loop, kind in loops_of(kernel):
         for n in (warmup, steps):
+            since = len(FALLBACKS)  # which kernel ran the timed run
             torch.manual_seed(0)
             if loop == "train":
                 model = RepeatRNN(DATA.n_symbols, setup.size)
@@ -83,7 +85,7 @@ def measure_speeds(setup: Setup, device, steps: int, warmup: int = 3, kernel: st
                 _, record = train_probe(kind, setup.states, setup.probe_data, DATA.n_symbols,
                                         ProbeConfig(steps=n, **quiet), 0, device, kernel=kernel)
         rows.append({"loop": loop, "kind": kind, "kernel": kernel, "size": setup.size, "steps": steps,
-                     "steps_per_second": steps / record["seconds_this_run"]})
+                     "steps_per_second": steps / record["seconds_this_run"], "ran": kernel_ran(kernel, since)})
         log(f"N={setup.size} {loop} {kind} ({kernel}): {rows[-1]['steps_per_second']:.1f} steps/s")
     return rows
 
@@ -104,23 +106,32 @@ def worker(size: int, steps: int, device: str, start_at: float) -> dict:
 
 
 def measure_concurrency(size: int, steps: int, device: str, jobs: list[int],
-                        startup_seconds: float) -> list[dict]:
-    """Aggregate training steps/s of k concurrent jobs on the device (one thread each), all
-    starting their timed loop at the same moment."""
+                        startup_seconds: float, worker_args: tuple = ()) -> list[dict]:
+    """Aggregate training steps/s of k concurrent jobs on `device` (one thread each; "cuda:0"
+    puts all k on that GPU), all starting their timed loop at the same moment. A failed worker
+    stops it with the end of the worker's error output."""
     rows = []
     for k in jobs:
         start_at = time.time() + startup_seconds
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         command = [sys.executable, "-m", "onion", "gpu-check", "--worker", "--sizes", str(size),
-                   "--steps", str(steps), "--device", device, "--start-at", str(start_at)]
-        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True, env=env) for _ in range(k)]
+                   "--steps", str(steps), "--device", device, "--start-at", str(start_at), *worker_args]
+        errs = [tempfile.TemporaryFile("w+") for _ in range(k)]  # files: a full pipe would stall a worker
+        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, env=env) for err in errs]
         reports = []
-        for proc in procs:
-            out, _ = proc.communicate()
-            if proc.returncode != 0:
-                raise RuntimeError(f"a gpu-check worker failed (exit {proc.returncode})")
-            reports.append(json.loads(out.strip().splitlines()[-1]))
+        try:
+            for proc, err in zip(procs, errs):
+                out, _ = proc.communicate()
+                if proc.returncode != 0:
+                    err.seek(0)
+                    raise RuntimeError(f"a gpu-check worker failed (exit {proc.returncode}): {err.read()[-2000:]}")
+                reports.append(json.loads(out.strip().splitlines()[-1]))
+        finally:
+            for proc, err in zip(procs, errs):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                err.close()
         speeds = [r["steps_per_second"] for r in reports]
         rows.append({"size": size, "jobs": k, "per_job_steps_per_second": speeds,
                      "aggregate_steps_per_second": sum(speeds),

@@ -131,12 +131,13 @@ def cmd_benchmark_training(args) -> None:
 
 def cmd_gpu_check(args) -> None:
     from onion import benchmark, gpu_check
+    from onion.runtime import set_float32_precision, set_threads
     if args.worker:  # one of the concurrent training jobs the benchmark starts
+        set_float32_precision(args.tf32)
         print(json.dumps(benchmark.worker(args.sizes[0], args.steps, args.device, args.start_at)))
         return
-    from onion.runtime import set_threads
     set_threads(args.threads)
-    result = gpu_check.run_gpu_check(args.device, args.out, args.config, args.checks_only, sizes=args.sizes,
+    result = gpu_check.run_gpu_check(args.device, args.out, args.config, args.checks_only, args.tf32, sizes=args.sizes,
                                      steps=args.steps, jobs=args.jobs, concurrency_size=args.concurrency_size,
                                      concurrency_steps=args.concurrency_steps,
                                      startup_seconds=args.startup_seconds)
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
              startup_seconds={"type": float, "default": None}, config={"default": "config.yaml"},
              out={"default": "gpu-check.json"},
              checks_only={"action": "store_true", "help": "the checks without the benchmark"},
+             tf32={"action": "store_true", "help": "TensorFloat-32 in cuBLAS and cuDNN (default: FP32 pinned)"},
              worker={"action": "store_true", "help": argparse.SUPPRESS},
              start_at={"type": float, "default": 0.0, "help": argparse.SUPPRESS})
     return parser

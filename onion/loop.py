@@ -75,17 +75,21 @@ def apply_update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.
     return loss.detach()
 
 
-def load_checkpoint(path, identity: dict, device) -> dict | None:
+def load_checkpoint(path, identity: dict) -> dict | None:
     """The checkpoint at `path` if it exists and was made for the same `identity`, else None
-    (and a log line that names what differs)."""
+    (and a log line that names what differs). Loaded on the CPU: load_state_dict moves module
+    and optimiser state to their parameters' devices, except a non-fused AdamW's `step` counters,
+    which stay on the CPU as in a fresh optimiser (on a GPU, Adam would read them back each step).
+    A checkpoint from before `device type` was recorded was made on a CPU."""
     if not path or not Path(path).exists():
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         log(f"ignoring unreadable checkpoint {path}: {err}")
         return None
     saved = state.get("identity") or {}
+    saved = {"device type": "cpu", **saved} if saved else saved
     if saved != identity:
         differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
         log(f"starting over: checkpoint {path} was made from other inputs or settings "
@@ -104,7 +108,8 @@ def optimise(module: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Opt
     `batches(start, end)`, which yields (step, batch).
 
     Resumes `module` (checkpointed under `key`), `optimizer` and the JSON-like values of
-    `extra_state` (updated in place) from `checkpoint_path` when it was made for `identity`.
+    `extra_state` (updated in place) from `checkpoint_path` when it was made for `identity` on the
+    same device type (cpu or cuda).
     `after_step(done)` may evaluate and returns text for the log line. `stop_after` ends the loop
     after that many steps in total, as if the job were killed (tests of resumption). Returns the
     training record: steps, resumed_from, steps_this_run, seconds_this_run, steps_per_second,
@@ -112,7 +117,9 @@ def optimise(module: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Opt
     final_loss, finished.
     """
     extra_state = {} if extra_state is None else extra_state
-    state = load_checkpoint(checkpoint_path, identity, device)
+    # random draws made on the device differ between device types: never resume across them
+    identity = {**identity, "device type": torch.device(device).type}
+    state = load_checkpoint(checkpoint_path, identity)
     start = 0
     if state is not None:
         module.load_state_dict(state[key])

@@ -9,23 +9,83 @@ from onion.names import DEVICES
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu'/'cuda' force one (cuda must exist).
+    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' or 'cuda:N' force one (the GPU must
+    exist: N is checked against the visible devices). Sets the process's float32 precision: FP32
+    unless set_float32_precision(tf32=True) chose TF32 (gpu-check --tf32).
 
     Plain 'cuda' (no index) shares the visible GPUs between concurrent jobs: see claim_gpu.
     """
+    set_float32_precision()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cpu" and name != "cuda" and not name.startswith("cuda:"):
+        raise ValueError(f"unknown device {name!r}; expected one of {DEVICES} or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}; expected one of {DEVICES}")
     if name == "cuda":
         slot, index = claim_gpu(torch.cuda.device_count())
         torch.cuda.set_device(index)
         log(f"GPU slot {slot}: using visible GPU {index} of {torch.cuda.device_count()} "
             f"({torch.cuda.get_device_name(index)})")
         return torch.device("cuda", index)
+    if name.startswith("cuda:"):
+        index, count = name[5:], torch.cuda.device_count()
+        if not index.isdigit() or int(index) >= count:
+            raise ValueError(f"device {name!r}: no such GPU; {count} visible "
+                             f"(cuda:0 to cuda:{count - 1}; CUDA_VISIBLE_DEVICES renumbers them)")
+        torch.cuda.set_device(int(index))
+        return torch.device("cuda", int(index))
     return torch.device(name)
+
+
+_chosen = {"tf32": False}  # this process's float32 precision (set_float32_precision)
+
+
+def set_float32_precision(tf32: bool | None = None) -> dict:
+    """FP32 matrix products everywhere (the default: what the CPU computes), or TensorFloat-32 in
+    cuBLAS and cuDNN (tf32=True, an explicit choice; Ampere and later GPUs); None: the process's
+    last choice. PyTorch's own default lets cuDNN's GRU and LSTM use TF32. Returns
+    precision_settings()."""
+    if tf32 is not None:
+        _chosen["tf32"] = tf32
+    tf32 = _chosen["tf32"]
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    return precision_settings()
+
+
+def precision_settings() -> dict:
+    """The float32 precision flags now in force (gpu-check reports them)."""
+    return {"tf32": torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32,
+            "torch.backends.cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "torch.backends.cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def upload(tensor: torch.Tensor, device) -> torch.Tensor:
+    """A tensor copied to `device` without waiting for it: a host tensor goes through pinned memory
+    where the copy goes to a GPU (an upload from pageable memory may block); unchanged on the CPU."""
+    if tensor.device.type == "cpu" and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
+FALLBACKS: list[str] = []  # every compiled function that fell back to eager in this process
+
+
+def note_fallback(what: str) -> None:
+    """Record that a compiled function now runs eager (onion.model.unrolled.compiled)."""
+    FALLBACKS.append(what)
+
+
+def kernel_ran(kernel: str, since: int) -> str:
+    """Which kernel ran for work started when len(FALLBACKS) was `since`: `kernel`, or for
+    "unrolled" whether every compiled function stayed compiled (gpu-check reports it)."""
+    if kernel == "nn":
+        return "nn"
+    fell = FALLBACKS[since:]
+    return f"{kernel} (compiled)" if not fell else f"{kernel} (eager after a torch.compile failure: {fell[0]})"
 
 
 _claimed_slots: list = []  # open lock files: a slot is held until this process exits

@@ -20,7 +20,7 @@ from onion.loop import apply_update, optimise
 from onion.model import RepeatRNN, save_model
 from onion.model.rnn import packing
 from onion.model.unrolled import check_precision, compiled_loss, model_tensors, use_unrolled
-from onion.runtime import fingerprint
+from onion.runtime import fingerprint, upload
 
 
 @functools.lru_cache(maxsize=2)
@@ -105,7 +105,7 @@ def packed_batches(model: RepeatRNN, data: SequenceSet, device):
 
     def batch(idx: np.ndarray):
         positions, batch_sizes = pack_plan(idx, data.lengths, width)
-        positions = positions.to(device, non_blocking=True)
+        positions = upload(positions, device)  # pinned on a GPU host
         return inputs[positions], targets[positions], batch_sizes
 
     return batch

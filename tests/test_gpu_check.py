@@ -29,6 +29,13 @@ def test_gpu_check_scaled_down_on_cpu(tmp_path):
     assert all(r["loss_rel_diff"] == 0 and r["grad_rel_diff"] == 0 for r in result["agreement"]
                if r["kernel"] == "nn")
     assert all(r["loss_rel_diff"] < 1e-5 and r["grad_rel_diff"] < 1e-3 for r in result["agreement"])
+    # the LSTM's interventions at the first size, both kernels; torch.nn's wait on a GPU (exempt, with why)
+    lstm = [(r["kind"], r["kernel"], bool(r["exempt"])) for r in result["sync"] if r["cell"] == "lstm"]
+    assert sorted(lstm) == sorted((k, kernel, kernel == "nn" or k.startswith("linear")) for kernel in ("nn", "unrolled")
+                                  for k in ("linear_unigram", "linear_bigram", "onion", "onion_control"))
+    assert all(r["passed"] and r["sync_free"] is None and r["error"] is None for r in result["sync"])
+    assert {r["ran"] for r in result["agreement"] + result["sync"] + result["speeds"]} == {"nn", "unrolled (compiled)"}
+    assert result["precision"]["tf32"] is False and result["errors"] == [] and result["finished"]
     assert {r["kernel"] for r in result["speeds"]} == {"nn", "unrolled"}
     assert all(r["steps_per_second"] > 0 for r in result["speeds"])
     assert [r["jobs"] for r in result["concurrency"]] == [1, 2]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from onion.names import INTERVENTION_KINDS, REPLACEMENTS
+from onion.runtime import upload
 
 
 @dataclasses.dataclass
@@ -37,8 +38,9 @@ class Counterfactuals:
                                   else getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
 
     def to(self, device) -> "Counterfactuals":
+        """The same examples on `device`, uploaded without waiting (onion.runtime.upload)."""
         return Counterfactuals(**{f.name: None if getattr(self, f.name) is None
-                                  else getattr(self, f.name).to(device, non_blocking=True)
+                                  else upload(getattr(self, f.name), device)
                                   for f in dataclasses.fields(self)})
 
     def batch(self) -> dict:

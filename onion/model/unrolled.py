@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from onion.log import log
 from onion.model.rnn import ignore_padding
+from onion.runtime import note_fallback
 from onion.names import PRECISIONS
 
 
@@ -184,8 +185,9 @@ def compiled(function, compile: bool = True, dynamic: bool = False):
         except Exception as err:  # inductor raises its own error types
             if state["function"] is not fast:
                 raise
-            log(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                f"running {function.__name__} with the eager unrolled loop")
+            reason = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+            log(f"torch.compile failed ({reason}); running {function.__name__} with the eager unrolled loop")
+            note_fallback(f"{function.__name__}: {reason}")  # gpu-check reports which kernel ran
             state["function"] = function
             return function(*args)
 

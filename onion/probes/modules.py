@@ -13,6 +13,7 @@ from onion.names import GRU_PROBE_KINDS, PROBE_KINDS
 from onion.model import sequence_loss
 from onion.model.rnn import packing
 from onion.model.unrolled import compiled, packed_loss
+from onion.runtime import upload
 
 
 def masked_ce(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -118,16 +119,30 @@ class GRUProbe(nn.Module):
         sos = torch.full_like(tokens[:, :1], self.n_symbols)
         return self.embedding(torch.cat([sos, tokens[:, :self.max_length - 1]], 1))
 
-    def loss(self, h, tokens, lengths):
+    def packing_plan(self, lengths: torch.Tensor, device, width: int | None = None):
+        """The packed layout of a batch of examples with lengths [B] (on the CPU), made on the host
+        and uploaded to `device` without waiting: (order [B], the examples longest first; flat
+        [sum L], time-major positions into the flattened [B, width] tokens, width L_max unless
+        given; batch_sizes, ints)."""
+        order, slot, t, batch_sizes = packing(lengths)
+        flat = order[slot] * (width or self.max_length) + t
+        return upload(order, device), upload(flat, device), batch_sizes.tolist()
+
+    def loss(self, h, tokens, lengths, plan=None):
+        """`plan`: packing_plan of `lengths`, needed by the unrolled kernel; without it the plan is
+        made here from lengths read back to the host (on a GPU, a wait)."""
         tokens = tokens[:, :self.max_length]
         if self.unrolled_loss is not None:
+            if plan is None:
+                plan = self.packing_plan(lengths.cpu(), h.device, tokens.shape[1])
+            elif tokens.shape[1] != self.max_length:
+                raise ValueError(f"GRU probe: a plan for tokens of width {self.max_length}, not {tokens.shape[1]}")
             table, ids = self._unrolled_inputs(h, tokens)
-            order, slot, t, batch_sizes = packing(lengths.cpu())
-            flat = (order[slot] * tokens.shape[1] + t).to(h.device)  # [sum L] into [B, L_max], time-major
+            order, flat, batch_sizes = plan
             gru = self.gru
             return self.unrolled_loss("gru", table, gru.weight_ih_l0, gru.bias_ih_l0, gru.weight_hh_l0, gru.bias_hh_l0,
                                       self.readout.weight, self.readout.bias, ids.flatten()[flat],
-                                      h[order.to(h.device)], tokens.flatten()[flat], batch_sizes.tolist())
+                                      h[order], tokens.flatten()[flat], batch_sizes)
         states, _ = self.gru(self._inputs(h, tokens), h[None].contiguous())
         return masked_ce(self.readout(states), tokens, lengths)
 

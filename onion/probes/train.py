@@ -24,7 +24,7 @@ from onion.loop import apply_update, optimise
 from onion.model.unrolled import use_unrolled
 from onion.names import GRU_PROBE_KINDS, LR_SCHEDULES, PROBE_DECAYS
 from onion.probes.modules import OnionProbe, make_probe
-from onion.runtime import fingerprint
+from onion.runtime import fingerprint, upload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +57,26 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
 
 def batch_index_chunks(start: int, end: int, batch_size: int, n: int, seed: int, device,
                        chunk: int = 256):
-    """(step, indices [batch_size] on `device`) for steps start..end-1; the indices of `chunk`
-    steps are drawn on the host and uploaded at once, so steps do not wait for a transfer."""
+    """(step, indices [batch_size] on `device`, the same on the host) for steps start..end-1; the
+    indices of `chunk` steps are drawn on the host and uploaded at once, so steps do not wait for
+    a transfer."""
     for first in range(start, end, chunk):
         steps = range(first, min(first + chunk, end))
         block = np.stack([batch_indices(s, batch_size, n, seed) for s in steps])  # [chunk, B]
-        block = torch.from_numpy(block).to(device, non_blocking=True)
-        yield from zip(steps, block)
+        yield from zip(steps, upload(torch.from_numpy(block), device), block)
+
+
+def probe_batches(probe, lengths: np.ndarray, batch_size: int, seed: int, device):
+    """`batches(start, end)` for onion.loop.optimise over examples with lengths [n] (on the host):
+    (step, (indices [batch_size] on `device`, plan)), plan the unrolled GRU probe's packing plan
+    made on the host from the stored lengths (GRUProbe.packing_plan), else None."""
+    plans = getattr(probe, "unrolled_loss", None) is not None
+
+    def batches(start: int, end: int):
+        for step, idx, host in batch_index_chunks(start, end, batch_size, len(lengths), seed, device):
+            yield step, (idx, probe.packing_plan(torch.from_numpy(lengths[host]), device) if plans else None)
+
+    return batches
 
 
 def make_probe_optimizer(probe: nn.Module, cfg: ProbeConfig) -> torch.optim.Optimizer:
@@ -79,9 +92,10 @@ def make_probe_optimizer(probe: nn.Module, cfg: ProbeConfig) -> torch.optim.Opti
 
 
 def probe_step(probe, optimizer, h: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
-               lr: float) -> torch.Tensor:
-    """One update on states h [B, N] of sequences tokens [B, T], lengths [B]; the loss, on the device."""
-    loss = probe.loss(h, tokens, lengths)
+               lr: float, plan=None) -> torch.Tensor:
+    """One update on states h [B, N] of sequences tokens [B, T], lengths [B] (with an unrolled GRU
+    probe's packing `plan`, see probe_batches); the loss, on the device."""
+    loss = probe.loss(h, tokens, lengths) if plan is None else probe.loss(h, tokens, lengths, plan)
     for group in optimizer.param_groups:
         group["lr"] = lr
     return apply_update(optimizer, loss)
@@ -111,11 +125,11 @@ def train_probe(kind: str, h: np.ndarray, data: SequenceSet, n_symbols: int, cfg
     lengths = torch.as_tensor(data.lengths, device=device)  # [n]
     history = {"curve": []}  # held-out exact match during training, kept in the checkpoint
 
-    def batches(start: int, end: int):
-        return batch_index_chunks(start, end, cfg.batch_size, len(data), seed, device)
+    batches = probe_batches(probe, data.lengths, cfg.batch_size, seed, device)
 
-    def update(step: int, idx: torch.Tensor) -> torch.Tensor:
-        return probe_step(probe, optimizer, states[idx], tokens[idx], lengths[idx], cfg.lr_at(step))
+    def update(step: int, batch) -> torch.Tensor:
+        idx, plan = batch
+        return probe_step(probe, optimizer, states[idx], tokens[idx], lengths[idx], cfg.lr_at(step), plan)
 
     def evaluate(done: int) -> str:
         if valid is None or not eval_every or done % eval_every:
