@@ -1,5 +1,4 @@
 # onion: from generated data to every table and figure (see README.md).
-import os
 import sys
 
 from snakemake.utils import min_version
@@ -12,8 +11,6 @@ from onion.config_checks import load_yaml
 # The defaults sit beside this Snakefile, so `--directory elsewhere` needs no copy of them.
 DEFAULTS = workflow.source_path("config.yaml")
 load_yaml(DEFAULTS)  # a syntax error names file and line (Snakemake's own message does not)
-# `--sdm conda`: workflow/envs/onion.post-deploy.sh installs the package from this checkout
-os.environ["ONION_SOURCE"] = workflow.basedir
 
 
 if workflow.is_main_process:  # artifacts of an older layout: say how to keep them
