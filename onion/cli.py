@@ -115,8 +115,8 @@ def cmd_html(args) -> None:
 
 
 def cmd_check_config(args) -> None:
-    from onion.config_checks import run_check_config
-    run_check_config(args.files, args.schema)
+    from onion.config_checks import SCHEMA, run_check_config
+    run_check_config(args.files, args.schema or SCHEMA)
 
 
 def cmd_migrate_layout(args) -> None:
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("figure", choices=["onion-scales", "onion-scales-cells", "das-budget"])
     _add(sub, "html", cmd_html, "a Markdown page (the summary, a table) as HTML for the report", "--md", "--out")
     p = _add(sub, "check-config", cmd_check_config, "check config files as the workflow would",
-             schema={"default": "workflow/schemas/config.schema.yaml"})
+             schema={"default": None, "help": "a JSON schema (default: the package's config.schema.yaml)"})
     p.add_argument("files", nargs="+", help="config.yaml, then any --configfile files, merged in order")
     p = _add(sub, "migrate-layout", cmd_migrate_layout, "move artifacts of the layout before recurrent "
              "cells under cell=gru/ (nothing retrains)")

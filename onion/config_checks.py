@@ -1,6 +1,6 @@
 """Checks of a workflow config (config.yaml plus overrides) before any job starts.
 
-The JSON schema (workflow/schemas/config.schema.yaml) checks each value alone; these functions add
+The JSON schema (config.schema.yaml beside this file) checks each value alone; these functions add
 what it cannot say: integers that are not floats, finite numbers, and rules across keys. Each
 problem is one line that names its config key.
 """
@@ -8,10 +8,13 @@ problem is one line that names its config key.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable
 
 from onion.data import ALPHABET
 from onion.names import INTERVENTION_KINDS
+
+SCHEMA = Path(__file__).with_name("config.schema.yaml")  # package data; the workflow reads it too
 
 
 def _strict_validator(schema: dict):

@@ -10,7 +10,7 @@ from onion.config_checks import config_problems, grid_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
-SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+SCHEMA = yaml.safe_load((REPO / "onion/config.schema.yaml").read_text())
 
 
 def _with(changes: dict) -> dict:
@@ -99,7 +99,6 @@ def test_check_config_command_merges_files_like_snakemake(tmp_path):
     from onion.cli import main
     override = tmp_path / "mine.yaml"
     override.write_text("train:\n  lr: .inf\n")
-    assert main(["check-config", str(REPO / "config.yaml"), "--schema",
-                 str(REPO / "workflow/schemas/config.schema.yaml")]) == 0
+    assert main(["check-config", str(REPO / "config.yaml")]) == 0  # the packaged schema
     assert main(["check-config", str(REPO / "config.yaml"), str(override), "--schema",
-                 str(REPO / "workflow/schemas/config.schema.yaml")]) == 1
+                 str(REPO / "onion/config.schema.yaml")]) == 1

@@ -9,6 +9,7 @@ import yaml
 
 from onion import names
 from onion.cli import build_parser
+from onion.config_checks import SCHEMA
 from onion.model import GATES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def _enums(node, path=""):
 
 
 def test_schema_enums_are_the_package_lists():
-    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load(SCHEMA.read_text())
     by_name = {}
     for path, enum in _enums(schema).items():  # propertyNames are named by their mapping
         name = path.removesuffix(".items").removesuffix(".propertyNames").rsplit(".", 1)[-1]

@@ -177,7 +177,7 @@ def test_a_top_level_bf16_survives_the_grids_overrides():
     from snakemake.utils import validate
     config = load_yaml(REPO / "config.yaml")
     config["interventions"]["precision"] = "bf16"
-    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    validate(config, str(REPO / "onion/config.schema.yaml"))
     assert "precision" not in config["grids"]["default"]["interventions"]
 
 

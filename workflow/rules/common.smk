@@ -28,7 +28,7 @@ def cuda_is_available():
     return torch.cuda.is_available()
 
 
-SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+SCHEMA = workflow.source_path("../../onion/config.schema.yaml")  # package data: check-config reads it too
 check_config(config, SCHEMA)
 validate(config, SCHEMA)
 
@@ -179,7 +179,7 @@ probe_runtime_minutes = steps_runtime("probes", base=10)
 
 def gpu_slots(wildcards):
     """1 for a job on CUDA, else 0. Without a scheduler, `--resources gpu_slots=k` runs k such jobs at
-    once; each takes the lowest free GPU slot and uses visible GPU slot mod #GPUs (README: GPUs)."""
+    once; each takes the lowest free GPU slot and uses visible GPU slot mod #GPUs (docs/cluster.md)."""
     return 1 if uses_cuda() else 0
 
 
