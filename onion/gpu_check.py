@@ -4,9 +4,11 @@
 On a CUDA machine it runs, at N = 64 and N = 1024: one batch of every loop (training, the four
 interventions, the five probes) on the GPU and on the CPU, comparing loss and gradients; a few steps
 of each loop with CUDA's synchronisation check on (a step that waits for the GPU is an error); the
-real loops for timing; and 1, 4 and 8 concurrent training jobs sharing the GPU. At the first size
-the LSTM's interventions are checked too (with torch.nn's LSTM they wait for the GPU: exempt, and
-said so). Without CUDA it runs the same code on the CPU at small sizes (the test suite's version).
+real loops for timing; and 1, 4 and 8 concurrent training jobs sharing the GPU. Linear DAS is
+checked with both rotations: cayley must not wait for the GPU, matrix_exp (the default) does and is
+exempt, with the reason in the JSON. At the first size the LSTM's interventions are checked too
+(with torch.nn's LSTM they wait for the GPU: exempt, likewise). Without CUDA it runs the same code
+on the CPU at small sizes (the test suite's version).
 
 The JSON is rewritten after every row, so a run that crashes or is killed leaves what it measured;
 non-finite numbers are written as the strings "nan", "inf", "-inf". Each row that ran the unrolled
@@ -32,7 +34,7 @@ from onion.interventions import InterventionConfig, intervention_step, make_coun
 from onion.log import log
 from onion.model import RepeatRNN
 from onion.model.unrolled import compiled_loss, frozen_runner
-from onion.names import LINEAR_INTERVENTION_KINDS
+from onion.names import LINEAR_INTERVENTION_KINDS, ROTATIONS
 from onion.probes import ProbeConfig, make_probe, make_probe_optimizer, probe_step
 from onion.probes.train import probe_batches
 from onion.runtime import (FALLBACKS, kernel_ran, precision_settings, release_gpu_slots, resolve_device,
@@ -47,16 +49,16 @@ CPU_DEFAULTS = {"sizes": [16, 32], "steps": 5, "jobs": [1, 2], "concurrency_size
                 "kernels": ("nn", "unrolled")}  # the scaled-down CPU version
 LSTM_NN_WAITS = ("torch.nn's LSTM encodes packed (pack_padded_sequence), which reads the lengths back to "
                  "the host at every encode; the unrolled kernel never does (its row is checked)")
-DAS_WAITS = ("linear DAS's rotation is torch's orthogonal() with the matrix exponential, whose CUDA kernels "
-             "read a norm back to the host and call nonzero, forward and backward; no orthogonal map that "
-             "never reads back is available yet (issue 34, item 2)")
+MATRIX_EXP_WAITS = ("linear DAS with rotation matrix_exp (torch's orthogonal()): ATen's CUDA matrix exponential "
+                    "reads a norm back to the host and calls nonzero, forward and backward; rotation cayley "
+                    "never reads back (its rows are checked)")
 
 
-def sync_exemption(cell: str, loop: str, kind: str, kernel: str) -> str | None:
+def sync_exemption(cell: str, loop: str, kind: str, kernel: str, rotation: str | None = None) -> str | None:
     """Why the steps of a loop may wait for the GPU without failing gpu-check (known waits that
     only slow it down), or None: they must not wait."""
-    if loop == "intervention" and kind in LINEAR_INTERVENTION_KINDS:
-        return DAS_WAITS
+    if rotation == "matrix_exp":
+        return MATRIX_EXP_WAITS
     if cell == "lstm" and loop == "intervention" and kernel == "nn":
         return LSTM_NN_WAITS
     return None
@@ -85,15 +87,20 @@ def lstm_setup(setup: Setup) -> Setup:
     return dataclasses.replace(setup, model=RepeatRNN(DATA.n_symbols, setup.size, cell="lstm"), states=None)
 
 
-def cases(setup: Setup, kernel: str) -> list[tuple[str, str]]:
-    """The loops checked for `kernel` on `setup`: every loop the kernel changes for the GRU
-    (onion.benchmark.loops_of), the interventions for another cell."""
-    return [(loop, kind) for loop, kind in loops_of(kernel)
-            if setup.model.cell == "gru" or loop == "intervention"]
+def cases(setup: Setup, kernel: str) -> list[tuple[str, str, str | None]]:
+    """(loop, kind, rotation) checked for `kernel` on `setup`: every loop the kernel changes for
+    the GRU (onion.benchmark.loops_of), linear DAS with each rotation; the interventions for
+    another cell, linear DAS with cayley."""
+    rotations = ROTATIONS if setup.model.cell == "gru" else ("cayley",)
+    return [(loop, kind, rotation) for loop, kind in loops_of(kernel)
+            if setup.model.cell == "gru" or loop == "intervention"
+            for rotation in (rotations if kind in LINEAR_INTERVENTION_KINDS else (None,))]
 
 
-def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0, kernel: str = "nn"):
-    """Loss and gradients of one batch of `loop`/`kind` with `kernel` (nn or unrolled), every module
+def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0, kernel: str = "nn",
+                    rotation: str | None = None):
+    """Loss and gradients of one batch of `loop`/`kind` with `kernel` (nn or unrolled) and linear
+    DAS's `rotation`, every module
     initialised on the CPU and every random draw made there, then moved to `device`. Interventions
     run in eval mode (no Gumbel noise) and probes draw nothing, so both devices compute the same
     function."""
@@ -108,7 +115,8 @@ def _loss_and_grads(loop: str, kind: str, setup: Setup, device, seed: int = 0, k
         loss = packed_batch_loss(model, inputs, targets, batch_sizes) if kernel == "nn" else \
             unrolled_batch_loss(model, compiled_loss(), inputs, targets, batch_sizes)
     elif loop == "intervention":
-        module = make_intervention(kind, DATA.n_symbols, model.state_size, DATA.max_length).eval()
+        module = make_intervention(kind, DATA.n_symbols, model.state_size, DATA.max_length,
+                                   rotation or "matrix_exp").eval()
         generator = torch.Generator().manual_seed(seed)
         cf = make_counterfactuals(kind, torch.as_tensor(setup.train.tokens[idx]),
                                   torch.as_tensor(setup.train.lengths[idx]), generator, DATA.n_symbols)
@@ -141,14 +149,16 @@ def relative_difference(device_grads: list[torch.Tensor], cpu_grads: list[torch.
     return max(diffs) if all(math.isfinite(d) for d in diffs) else math.nan
 
 
-def agreement_row(loop: str, kind: str, setup: Setup, device, kernel: str = "nn") -> dict:
+def agreement_row(loop: str, kind: str, setup: Setup, device, kernel: str = "nn",
+                  rotation: str | None = None) -> dict:
     """Relative difference of the loss and of the gradients between `kernel` on `device` and nn
     on the CPU for one loop; `agree` is False for any non-finite value or error."""
-    row = {"loop": loop, "kind": kind, "cell": setup.model.cell, "kernel": kernel, "size": setup.size}
+    row = {"loop": loop, "kind": kind, "rotation": rotation, "cell": setup.model.cell, "kernel": kernel,
+           "size": setup.size}
     since = len(FALLBACKS)
     try:
-        cpu_loss, cpu_grads = _loss_and_grads(loop, kind, setup, "cpu")
-        dev_loss, dev_grads = _loss_and_grads(loop, kind, setup, device, kernel=kernel)
+        cpu_loss, cpu_grads = _loss_and_grads(loop, kind, setup, "cpu", rotation=rotation)
+        dev_loss, dev_grads = _loss_and_grads(loop, kind, setup, device, kernel=kernel, rotation=rotation)
     except Exception as err:
         return {**row, "ran": kernel_ran(kernel, since), "agree": False, "error": _error(err)}
     loss_diff = abs(dev_loss - cpu_loss) / max(abs(cpu_loss), 1e-12)
@@ -161,7 +171,7 @@ def agreement_row(loop: str, kind: str, setup: Setup, device, kernel: str = "nn"
 
 # --- no step waits for the GPU -----------------------------------------------------------------
 
-def _step_function(loop: str, kind: str, setup: Setup, device, kernel: str = "nn"):
+def _step_function(loop: str, kind: str, setup: Setup, device, kernel: str = "nn", rotation: str | None = None):
     """A closure running the next step of the loop's own step function with `kernel`, set up (and
     its batches drawn) as the loop does."""
     model = RepeatRNN(DATA.n_symbols, setup.size, cell=setup.model.cell).to(device)
@@ -174,7 +184,8 @@ def _step_function(loop: str, kind: str, setup: Setup, device, kernel: str = "nn
         for p in model.parameters():
             p.requires_grad_(False)
         model.train()
-        module = make_intervention(kind, DATA.n_symbols, model.state_size, DATA.max_length).to(device).train()
+        module = make_intervention(kind, DATA.n_symbols, model.state_size, DATA.max_length,
+                                   rotation or "matrix_exp").to(device).train()
         optimizer = make_optimizer(module.parameters(), InterventionConfig())
         tokens = torch.as_tensor(setup.train.tokens, device=device)
         lengths = torch.as_tensor(setup.train.lengths, device=device)
@@ -197,19 +208,19 @@ def _step_function(loop: str, kind: str, setup: Setup, device, kernel: str = "nn
 
 
 def sync_row(loop: str, kind: str, setup: Setup, device, steps: int = 5, kernel: str = "nn",
-             timed_steps: int = 10) -> dict:
+             rotation: str | None = None, timed_steps: int = 10) -> dict:
     """The loop's step with `kernel`: two warm-up steps, then `steps` with torch.cuda's sync debug
     mode set to 'error' (any host-device synchronisation inside a step raises), then `timed_steps`
     timed. sync_free: True, False, or None where not applicable (CPU) or unknown (a compiled
     function fell back to eager). `passed` needs no error, no fallback, and no wait unless the row
     is `exempt` (the reason)."""
     cuda = torch.device(device).type == "cuda"
-    exempt = sync_exemption(setup.model.cell, loop, kind, kernel)
-    row = {"loop": loop, "kind": kind, "cell": setup.model.cell, "kernel": kernel, "size": setup.size,
-           "exempt": exempt}
+    exempt = sync_exemption(setup.model.cell, loop, kind, kernel, rotation)
+    row = {"loop": loop, "kind": kind, "rotation": rotation, "cell": setup.model.cell, "kernel": kernel,
+           "size": setup.size, "exempt": exempt}
     since, sync_free, error, speed = len(FALLBACKS), None, None, None
     try:
-        step = _step_function(loop, kind, setup, device, kernel)
+        step = _step_function(loop, kind, setup, device, kernel, rotation)
         step(0), step(1)
         synchronize(device)
         checked = len(FALLBACKS)
@@ -247,7 +258,8 @@ def sync_row(loop: str, kind: str, setup: Setup, device, steps: int = 5, kernel:
 # --- the command -------------------------------------------------------------------------------
 
 def _describe(row: dict) -> str:
-    kind = row["kind"] if row["cell"] == "gru" else f"{row['kind']} {row['cell']}"
+    kind = row["kind"] + (f" {row['rotation']}" if row["rotation"] else "") + \
+        ("" if row["cell"] == "gru" else f" {row['cell']}")
     return f"N={row['size']} {row['loop']} {kind} ({row['kernel']}"
 
 
@@ -304,12 +316,12 @@ def run(device: str, sizes: list[int], steps: int, jobs: list[int], concurrency_
                 for kernel in kernels:
                     log(f"N={size}: one batch of every {setup.model.cell} {kernel} loop on {dev} and of the "
                         f"nn loop on the CPU, then their steps with the sync check")
-                    for loop, kind in cases(setup, kernel):
-                        result["agreement"].append(agreement_row(loop, kind, setup, dev, kernel))
+                    for loop, kind, rotation in cases(setup, kernel):
+                        result["agreement"].append(agreement_row(loop, kind, setup, dev, kernel, rotation))
                         _log_agreement(result["agreement"][-1])
                         save()
-                    for loop, kind in cases(setup, kernel):
-                        result["sync"].append(sync_row(loop, kind, setup, dev, kernel=kernel))
+                    for loop, kind, rotation in cases(setup, kernel):
+                        result["sync"].append(sync_row(loop, kind, setup, dev, kernel=kernel, rotation=rotation))
                         _log_sync(result["sync"][-1])
                         save()
             for kernel in () if checks_only else kernels:

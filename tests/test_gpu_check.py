@@ -31,8 +31,13 @@ def test_gpu_check_scaled_down_on_cpu(tmp_path):
     assert all(r["loss_rel_diff"] < 1e-5 and r["grad_rel_diff"] < 1e-3 for r in result["agreement"])
     # the LSTM's interventions at the first size, both kernels; torch.nn's wait on a GPU (exempt, with why)
     lstm = [(r["kind"], r["kernel"], bool(r["exempt"])) for r in result["sync"] if r["cell"] == "lstm"]
-    assert sorted(lstm) == sorted((k, kernel, kernel == "nn" or k.startswith("linear")) for kernel in ("nn", "unrolled")
+    assert sorted(lstm) == sorted((k, kernel, kernel == "nn") for kernel in ("nn", "unrolled")
                                   for k in ("linear_unigram", "linear_bigram", "onion", "onion_control"))
+    # linear DAS with both rotations; only matrix_exp's wait is exempt
+    das = {(r["kind"], r["rotation"], r["kernel"], bool(r["exempt"])) for r in result["sync"]
+           if r["cell"] == "gru" and r["loop"] == "intervention" and r["kind"].startswith("linear")}
+    assert das == {(k, rotation, kernel, rotation == "matrix_exp") for k in ("linear_unigram", "linear_bigram")
+                   for rotation in ("matrix_exp", "cayley") for kernel in ("nn", "unrolled")}
     assert all(r["passed"] and r["sync_free"] is None and r["error"] is None for r in result["sync"])
     assert {r["ran"] for r in result["agreement"] + result["sync"] + result["speeds"]} == {"nn", "unrolled (compiled)"}
     assert result["precision"]["tf32"] is False and result["errors"] == [] and result["finished"]
@@ -99,8 +104,8 @@ def test_gpu_check_says_when_the_two_sides_disagree(tmp_path, monkeypatch, capsy
     computation scaled by 1.5) is reported loop by loop, and the command exits non-zero."""
     real = gpu_check._loss_and_grads
 
-    def device_side_off(loop, kind, setup, device, seed=0, kernel="nn"):
-        loss, grads = real(loop, kind, setup, device, seed, kernel)
+    def device_side_off(loop, kind, setup, device, seed=0, kernel="nn", rotation=None):
+        loss, grads = real(loop, kind, setup, device, seed, kernel, rotation)
         if loop == "probe" and not isinstance(device, str):  # the reference side is the string "cpu"
             return loss * 1.5, [g * 1.5 for g in grads]
         return loss, grads

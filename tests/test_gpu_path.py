@@ -87,8 +87,9 @@ def test_gpu_check_writes_its_json_as_it_goes_and_after_a_failure(tmp_path, monk
     monkeypatch.setattr(benchmark, "measure_speeds", speeds_fail)
     monkeypatch.setattr(benchmark, "measure_concurrency", lambda *a, **k: 1 / 0)
     result = _quick_run(tmp_path, checks_only=False)
-    assert on_disk == {"agreement": list(range(14)), "sync": list(range(14))}
-    assert len(seen["agreement"]) == len(seen["sync"]) == 14 and seen["passed"] is False
+    # the GRU: training, unigram and bigram DAS with two rotations each, onion, control, five probes; the LSTM: 4
+    assert on_disk == {"agreement": list(range(16)), "sync": list(range(16))}
+    assert len(seen["agreement"]) == len(seen["sync"]) == 16 and seen["passed"] is False
     written = json.loads(out.read_text())
     assert written["passed"] is False and written["finished"] is True
     assert [e["stage"] for e in written["errors"]] == ["N=8 nn speeds", "concurrency"]
@@ -100,8 +101,8 @@ def test_gpu_check_writes_its_json_as_it_goes_and_after_a_failure(tmp_path, monk
 def test_a_nan_gradient_is_disagreement_and_is_written_as_nan(tmp_path, monkeypatch):
     real = gpu_check._loss_and_grads
 
-    def nan_on_device(loop, kind, setup, device, seed=0, kernel="nn"):
-        loss, grads = real(loop, kind, setup, device, seed, kernel)
+    def nan_on_device(loop, kind, setup, device, seed=0, kernel="nn", rotation=None):
+        loss, grads = real(loop, kind, setup, device, seed, kernel, rotation)
         if loop == "probe" and kind == "mlp" and not isinstance(device, str):
             grads[-1] = grads[-1].clone()
             grads[-1][0] = float("nan")  # the last gradient: Python's max would drop it
@@ -240,16 +241,22 @@ def test_a_resumed_adamw_keeps_its_step_counters_on_the_cpu(tmp_path):
 # --- 11: the LSTM rows -------------------------------------------------------------------------
 
 def test_gpu_check_has_lstm_intervention_rows_and_says_which_waits_are_exempt(tmp_path):
+    """torch.nn's LSTM reads lengths back at every encode, linear DAS's matrix_exp rotation reads a
+    norm back: on a GPU their steps wait (exempt, the reason in each row); nothing else may wait."""
     result = _quick_run(tmp_path)
     lstm = [r for r in result["sync"] if r["cell"] == "lstm"]
-    assert [r["kind"] for r in lstm] == ["linear_unigram", "linear_bigram", "onion", "onion_control"]
-    assert all(r["loop"] == "intervention" and r["passed"] and r["exempt"] for r in lstm)
-    assert "reads the lengths back" in lstm[2]["exempt"]
+    assert [(r["kind"], r["rotation"]) for r in lstm] == [("linear_unigram", "cayley"), ("linear_bigram", "cayley"),
+                                                          ("onion", None), ("onion_control", None)]
+    assert all(r["loop"] == "intervention" and r["passed"] and "reads the lengths back" in r["exempt"] for r in lstm)
     assert {(r["cell"], r["kind"]) for r in result["agreement"] if r["cell"] == "lstm"} == \
         {("lstm", r["kind"]) for r in lstm}
+    das = {(r["kind"], r["rotation"]): r["exempt"] for r in result["sync"] if r["cell"] == "gru" and r["rotation"]}
+    assert sorted(das) == [(k, rotation) for k in ("linear_bigram", "linear_unigram") for rotation in ("cayley", "matrix_exp")]
+    assert all(("matrix exponential" in (reason or "")) == (rotation == "matrix_exp") for (_, rotation), reason in das.items())
+    assert not [r for r in result["sync"] if r["exempt"] and r["cell"] == "gru" and r["rotation"] != "matrix_exp"]
     assert gpu_check.sync_exemption("lstm", "intervention", "onion", "unrolled") is None
-    assert gpu_check.sync_exemption("gru", "intervention", "onion", "nn") is None
-    assert gpu_check.sync_exemption("gru", "probe", "gru_no_input", "unrolled") is None
+    assert gpu_check.sync_exemption("lstm", "intervention", "linear_bigram", "unrolled", "cayley") is None
+    assert gpu_check.sync_exemption("gru", "intervention", "linear_bigram", "unrolled", "cayley") is None
 
 
 # --- 12: pinned uploads ------------------------------------------------------------------------
