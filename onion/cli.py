@@ -111,7 +111,7 @@ def cmd_figure_interventions(args) -> None:
 
 def cmd_html(args) -> None:
     from onion.report.html import run_html
-    run_html(args.md, args.out)
+    run_html(args.md, args.out, args.verdicts)
 
 
 def cmd_check_config(args) -> None:
@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
              "files", "--out", parameters={"nargs": "+", "required": True},
              max_length={"type": int, "default": 9})
     p.add_argument("figure", choices=["onion-scales", "onion-scales-cells", "das-budget"])
-    _add(sub, "html", cmd_html, "a Markdown page (the summary, a table) as HTML for the report", "--md", "--out")
+    _add(sub, "html", cmd_html, "a Markdown page (the summary, a table) as HTML for the report", "--md", "--out",
+         verdicts={"default": None, "help": "also the summary page's verdicts alone, as HTML, here"})
     p = _add(sub, "check-config", cmd_check_config, "check config files as the workflow would",
              schema={"default": None, "help": "a JSON schema (default: the package's config.schema.yaml)"})
     p.add_argument("files", nargs="+", help="config.yaml, then any --configfile files, merged in order")

@@ -18,3 +18,20 @@ def test_headings_paragraphs_lists_tables_and_inline_marks():
     assert "<li>linear N=48: 0.02 &lt; 0.15 ✓ and a continued line</li>" in page
     assert "<li>onion: 1 &lt; 2</li>" in page
     assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+
+
+def test_the_verdicts_of_a_summary_page():
+    from onion.report.html import verdicts
+
+    page = ("# What the results reproduce\n\nModels: ...\n\n## The contrast: both directions\n\n"
+            "**NOT reproduced.** Criterion: ...\n\n## 1. All GRUs learn the task.\n\n"
+            "**consistent so far, not fully testable here.** Criterion: ...\n\n- N=8: 0.1\n\n"
+            "## Where this run differs\n\n- 2 seeds\n\n## Beyond the paper: cells\n\nCriterion: ...\n\n"
+            "### gru, autoregressive N = 8: **onion signature**\n\n- linear 0.01\n\n"
+            "### lstm, autoregressive N = 8: **not judged**\n")
+    assert verdicts(page).splitlines() == [
+        "- **NOT reproduced**: The contrast: both directions",
+        "- **consistent so far, not fully testable here**: 1. All GRUs learn the task.",
+        "- Beyond the paper: cells: gru, autoregressive N = 8 **onion signature**; "
+        "lstm, autoregressive N = 8 **not judged**",
+    ]

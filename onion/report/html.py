@@ -78,11 +78,42 @@ def markdown_to_html(text: str) -> str:
     return f'<!DOCTYPE html>\n<meta charset="utf-8">\n{STYLE}\n<div class="onion-page">\n{body}\n</div>\n'
 
 
-def run_html(md, out) -> None:
-    """The HTML rendering of one Markdown page (the table and summary rules' `html` output)."""
+def verdicts(text: str) -> str:
+    """A summary page's verdicts as a Markdown list: each '## heading' whose next paragraph opens
+    with a bold verdict; the '### part: **verdict**' headings under a '## heading' (the recurrent
+    cells) as one item."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    items, parts = [], {}
+    parent = ""
+    for heading, following in zip(lines, lines[1:] + [""]):
+        lead = re.match(r"\*\*(.+?)\.?\*\*", following)
+        part = re.fullmatch(r"### (.+): \*\*(.+?)\.?\*\*", heading)
+        if heading.startswith("## "):
+            parent = heading[3:]
+            if lead:
+                items.append(f"- **{lead.group(1)}**: {parent}")
+        elif part:
+            if parent not in parts:
+                items.append(parent)  # its place in the list, filled in below
+            parts.setdefault(parent, []).append(f"{part.group(1)} **{part.group(2)}**")
+    items = [f"- {item}: " + "; ".join(parts[item]) if item in parts else item for item in items]
+    return "\n".join(items) + "\n"
+
+
+def _write(path, html_text: str) -> None:
     from onion.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(html_text, encoding="utf-8")
+
+
+def run_html(md, out, verdicts_out=None) -> None:
+    """The HTML rendering of one Markdown page (the table and summary rules' `html` output) and,
+    for the summary, its verdicts alone (`verdicts_out`, for the report's opening page)."""
     from onion.log import log
 
-    with atomic_path(out) as tmp:
-        Path(tmp).write_text(markdown_to_html(Path(md).read_text()), encoding="utf-8")
-    log(f"wrote {out} from {md}")
+    text = Path(md).read_text()
+    _write(out, markdown_to_html(text))
+    if verdicts_out:
+        _write(verdicts_out, markdown_to_html(verdicts(text)))
+    log(f"wrote {out}{' and ' + str(verdicts_out) if verdicts_out else ''} from {md}")
