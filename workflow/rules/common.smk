@@ -6,6 +6,7 @@ import sys
 from snakemake.utils import validate
 
 from onion import keys
+from onion.config_checks import SCHEMA as PACKAGE_SCHEMA
 from onion.names import CELLS as CELL_NAMES, INTERVENTION_KINDS, LINEAR_INTERVENTION_KINDS, PROBE_KINDS, VARIANTS
 
 
@@ -28,7 +29,7 @@ def cuda_is_available():
     return torch.cuda.is_available()
 
 
-SCHEMA = workflow.source_path("../../onion/config.schema.yaml")  # package data: check-config reads it too
+SCHEMA = str(PACKAGE_SCHEMA)  # onion/config.schema.yaml, the one check-config reads too
 check_config(config, SCHEMA)
 validate(config, SCHEMA)
 
