@@ -28,6 +28,9 @@ if workflow.is_main_process:  # artifacts of an older layout: say how to keep th
 configfile: DEFAULTS
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

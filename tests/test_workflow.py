@@ -1,5 +1,6 @@
 """The real Snakemake workflow, end to end, on a tiny configuration in a temporary directory."""
 
+import base64
 import json
 import re
 import shutil
@@ -101,6 +102,28 @@ def test_second_run_does_nothing(finished_run):
     result = snakemake(finished_run)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_the_report_opens_on_the_verdicts_and_shows_the_tables(finished_run):
+    """`snakemake --report report.html`: the opening page states the summary's verdicts, the tables
+    and the summary are HTML pages inside the report (not downloads only), the figures carry labels."""
+    result = snakemake(finished_run, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (finished_run / "report.html").read_text()
+    opening = json.loads(re.search(r"var workflow_desc = (.*);\n", page).group(1))
+    summary = (finished_run / "data/summary.md").read_text()
+    contrast = re.search(r"^## (The contrast.*)\n\n\*\*(.+?)\.\*\*", summary, flags=re.M)
+    assert f"<strong>{contrast.group(2)}</strong>: {contrast.group(1)}" in opening
+    assert "Does this run reproduce" in opening and "literal\">tiny</tt>" in opening  # the grid
+    embedded = {name: base64.b64decode(data).decode() for name, data in re.findall(
+        r'data:text/html;[^,"]*filename=([^;,"]+)[^,"]*;base64,([A-Za-z0-9+/=]+)', page)}
+    assert contrast.group(2) in embedded["summary.html"]
+    row = next(line for line in (finished_run / "data/tables/table1_base_accuracy.md").read_text().splitlines()
+               if line.startswith("| autoregressive"))
+    cells = "".join(f"<td>{c.strip()}</td>" for c in row.strip().strip("|").split("|"))
+    assert f"<tr>{cells}</tr>" in embedded["table1_base_accuracy.html"]
+    assert {"table2_interventions.html", "table4_probes.html", "table_cells.html"} <= set(embedded)
+    assert '"labels": {"figure": "Fig. 2"' in page
 
 
 def test_a_grid_with_other_settings_adds_to_the_same_data_folder(tmp_path, finished_run):

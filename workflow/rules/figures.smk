@@ -19,6 +19,7 @@ rule figure_gates:
             "data/figures/fig2_gates.png",
             caption="../report/fig2_gates.rst",
             category="Figures",
+            labels={"figure": "Fig. 2", "shows": "input gate 1 − z of the largest and a small GRU"},
         ),
     params:
         channels=config["figures"]["channels"],
@@ -43,6 +44,7 @@ rule figure_probes:
             "data/figures/fig4_probes.png",
             caption="../report/fig4_probes.rst",
             category="Figures",
+            labels={"figure": "Fig. 4", "shows": "exact match of the five probes"},
         ),
     params:
         size=FIG4_SIZE,
@@ -65,6 +67,7 @@ rule figure_gates_all_channels:
             "data/figures/fig5_gates_all_channels.png",
             caption="../report/fig5_gates_all_channels.rst",
             category="Figures",
+            labels={"figure": "Fig. 5", "shows": "input gate 1 − z of every channel of the largest GRU"},
         ),
     params:
         text=settings("extract")["texts"][0],

@@ -56,16 +56,26 @@ rule table_interventions:
     output:
         md="data/tables/table2_interventions.md",
         csv=report(
-            "data/tables/table2_interventions.csv", caption="../report/table2_interventions.rst", category="Tables"
+            "data/tables/table2_interventions.csv",
+            caption="../report/table2_interventions.rst",
+            category="Downloads",
+            labels={"table": "Tables 2 and 5", "format": "CSV"},
         ),
         tex="data/tables/table2_interventions.tex",
+        html=report(
+            "data/tables/table2_interventions.html",
+            caption="../report/table2_interventions.rst",
+            category="Tables",
+            labels={"table": "Tables 2 and 5", "shows": "exact match of the interventions"},
+        ),
     conda:
         "../envs/onion.yaml"
     log:
         "data/logs/table_interventions.log",
     shell:
         "python -m onion table-interventions --results {input.results} --data-root data "
-        "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+        "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1 && "
+        "python -m onion html --md {output.md} --out {output.html} >> {log} 2>&1"
 
 
 rule figure_onion_scales:
@@ -76,6 +86,7 @@ rule figure_onion_scales:
             "data/figures/intervention_onion_scales.pdf",
             caption="../report/intervention_onion_scales.rst",
             category="Interventions",
+            labels={"figure": "onion scales", "shows": "learned scale |s_j| per position"},
         ),
     params:
         max_length=config["data"]["max_length"],
@@ -96,6 +107,7 @@ rule figure_das_budget:
             "data/figures/intervention_das_budget.pdf",
             caption="../report/intervention_das_budget.rst",
             category="Interventions",
+            labels={"figure": "DAS budget", "shows": "rotated dimensions per position or bigram"},
         ),
     params:
         max_length=config["data"]["max_length"],

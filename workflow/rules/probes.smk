@@ -47,13 +47,23 @@ rule table_probes:
     output:
         md="data/tables/table4_probes.md",
         csv=report(
-            "data/tables/table4_probes.csv", caption="../report/table4_probes.rst", category="Tables"
+            "data/tables/table4_probes.csv",
+            caption="../report/table4_probes.rst",
+            category="Downloads",
+            labels={"table": "Table 4", "format": "CSV"},
         ),
         tex="data/tables/table4_probes.tex",
+        html=report(
+            "data/tables/table4_probes.html",
+            caption="../report/table4_probes.rst",
+            category="Tables",
+            labels={"table": "Table 4", "shows": "exact match of the probes"},
+        ),
     conda:
         "../envs/onion.yaml"
     log:
         "data/logs/table_probes.log",
     shell:
         "python -m onion table-probes --results {input.results} --data-root data "
-        "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+        "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1 && "
+        "python -m onion html --md {output.md} --out {output.html} >> {log} 2>&1"

@@ -11,16 +11,26 @@ rule table_base_accuracy:
     output:
         md="data/tables/table1_base_accuracy.md",
         csv=report(
-            "data/tables/table1_base_accuracy.csv", caption="../report/table1_base_accuracy.rst", category="Tables"
+            "data/tables/table1_base_accuracy.csv",
+            caption="../report/table1_base_accuracy.rst",
+            category="Downloads",
+            labels={"table": "Tables 1 and 3", "format": "CSV"},
         ),
         tex="data/tables/table1_base_accuracy.tex",
+        html=report(
+            "data/tables/table1_base_accuracy.html",
+            caption="../report/table1_base_accuracy.rst",
+            category="Tables",
+            labels={"table": "Tables 1 and 3", "shows": "exact match of the trained GRUs"},
+        ),
     conda:
         "../envs/onion.yaml"
     log:
         "data/logs/table_base_accuracy.log",
     shell:
         "python -m onion table-base --metrics {input.metrics} --data-root data "
-        "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1"
+        "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1 && "
+        "python -m onion html --md {output.md} --out {output.html} >> {log} 2>&1"
 
 
 rule write_summary:
@@ -32,7 +42,14 @@ rule write_summary:
         gates=rules.figure_gates.input,
         cells="data/tables/cells_signature.md" if OTHER_CELLS else [],
     output:
-        report("data/summary.md", caption="../report/summary.rst", category="Summary"),
+        md="data/summary.md",
+        html=report(
+            "data/summary.html",
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"page": "summary", "shows": "which of the paper's claims this run reproduced"},
+        ),
+        verdicts="data/summary_verdicts.html",  # the verdicts alone: the report's opening page shows them
     params:
         settings=as_json_arg(
             {s: settings(s) for s in ("train", "interventions", "probes", "extract")}
@@ -47,7 +64,8 @@ rule write_summary:
         "python -m onion summary --base {input.base} --interventions {input.interventions} "
         "--probes {input.probes} --append {input.cells} --settings {params.settings} "
         "--gates {input.gates} "
-        "--out {output} > {log} 2>&1"
+        "--out {output.md} > {log} 2>&1 && "
+        "python -m onion html --md {output.md} --out {output.html} --verdicts {output.verdicts} >> {log} 2>&1"
 
 
 # Beyond the paper: every recurrent cell of the grid side by side (only where the grid has a cell
@@ -59,8 +77,19 @@ rule table_cells:
         probes=probe_paths("json"),
     output:
         md="data/tables/table_cells.md",
-        csv=report("data/tables/table_cells.csv", caption="../report/table_cells.rst", category="Tables"),
+        csv=report(
+            "data/tables/table_cells.csv",
+            caption="../report/table_cells.rst",
+            category="Downloads",
+            labels={"table": "recurrent cells", "format": "CSV"},
+        ),
         tex="data/tables/table_cells.tex",
+        html=report(
+            "data/tables/table_cells.html",
+            caption="../report/table_cells.rst",
+            category="Tables",
+            labels={"table": "recurrent cells (beyond the paper)", "shows": "every method per cell"},
+        ),
         signature="data/tables/cells_signature.md",
     conda:
         "../envs/onion.yaml"
@@ -69,7 +98,8 @@ rule table_cells:
     shell:
         "python -m onion table-cells --metrics {input.metrics} --interventions {input.interventions} "
         "--probes {input.probes} --md {output.md} --csv {output.csv} --tex {output.tex} "
-        "--signature {output.signature} > {log} 2>&1"
+        "--signature {output.signature} > {log} 2>&1 && "
+        "python -m onion html --md {output.md} --out {output.html} >> {log} 2>&1"
 
 
 rule figure_onion_scales_cells:
@@ -80,6 +110,7 @@ rule figure_onion_scales_cells:
             "data/figures/intervention_onion_scales_cells.pdf",
             caption="../report/intervention_onion_scales_cells.rst",
             category="Interventions",
+            labels={"figure": "onion scales per cell", "shows": "learned scale |s_j| per position, per cell"},
         ),
     params:
         max_length=config["data"]["max_length"],
