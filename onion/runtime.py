@@ -110,7 +110,7 @@ def claim_gpu(n_gpus: int, directory=None) -> tuple[int, int]:
     when the process ends, however it ends) and return (slot, GPU index = slot mod n_gpus).
 
     So k concurrent jobs spread over the GPUs round-robin, k / n_gpus to a GPU; how many run at
-    once is the scheduler's choice (Snakemake: --resources gpu_slots=k, README: GPUs).
+    once is the scheduler's choice (Snakemake: --resources gpu_slots=k, docs/cluster.md).
     """
     import fcntl
     import os

@@ -154,7 +154,7 @@ def model_tensors(model) -> tuple[torch.Tensor, ...]:
 def use_unrolled(kernel: str, device) -> bool:
     """Whether a job runs its recurrent loops here: kernel "unrolled" always, "nn" never (torch.nn's
     layers), "auto" on a CPU (on CUDA, cuDNN's fused layers). On a CPU the packed unrolled loop
-    trains 1.7-2.0x faster than torch.nn for each cell (README: the unrolled kernel)."""
+    trains 1.7-2.0x faster than torch.nn for each cell (docs/performance.md)."""
     return kernel == "unrolled" or (kernel == "auto" and torch.device(device).type == "cpu")
 
 

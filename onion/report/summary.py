@@ -223,7 +223,7 @@ def claim_no_input_linear(interventions: pd.DataFrame, probes: pd.DataFrame):
 
 
 NO_INPUT_SAMPLING = (
-    "Measured causes (README: Seeds and the training set's sampling; no-input N = 64, 5 seeds, "
+    "Measured causes (docs/results.md: No-input N = 64 over five seeds, "
     "`grid: noinput64`). On the authors' distinct set, which this run trains on, seeds differ "
     "widely: the linear probe reads 0.71–0.94 and linear bigram DAS 0.80–0.98 over seeds 0–4. The "
     "default grid's seeds 0 and 1 are the least linear of the five (measured before training ran "
@@ -237,8 +237,8 @@ NO_INPUT_SAMPLING = (
 
 
 GRU_NO_INPUT_PROBE = (
-    "What is measured about the GRU-no-input probe on small autoregressive GRUs (README: The probes' "
-    "training states): it reads short sequences (lengths 2–4) and almost nothing from length 6 on, "
+    "What is measured about the GRU-no-input probe on small autoregressive GRUs (docs/calibration.md: "
+    "The probes' training states): it reads short sequences (lengths 2–4) and almost nothing from length 6 on, "
     "so its accuracy follows the share of short sequences it trains on. Trained on the first "
     "100,000 training sequences (the former states: 11% of length 3, against 2.6% in the whole "
     "training set), it read 0.17 ± 0.02 over 5 seeds at N = 48; on a uniform sample of the "
