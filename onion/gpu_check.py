@@ -354,7 +354,7 @@ def run(device: str, sizes: list[int], steps: int, jobs: list[int], concurrency_
         result["finished"] = True
 
     try:
-        attempt("gpu-check", everything)
+        attempt("run", everything)
     finally:  # a KeyboardInterrupt too leaves the JSON of what was measured
         result["passed"] = result["finished"] and not result["errors"] and \
             all(r["agree"] for r in result["agreement"]) and all(r["passed"] for r in result["sync"])
@@ -369,6 +369,6 @@ def run_gpu_check(device: str, out: str, config_path: str = "config.yaml", check
     defaults = CUDA_DEFAULTS if torch.cuda.is_available() and device != "cpu" else CPU_DEFAULTS
     settings = {k: defaults[k] if settings.get(k) is None else settings[k] for k in defaults}
     result = run(device, out=out, config_path=config_path, checks_only=checks_only, tf32=tf32, **settings)
-    log(f"gpu-check {'passed' if result['passed'] else 'FAILED'} on {result['device_name']} in "
+    log(f"gpu-check {'passed' if result['passed'] else 'FAILED'} on {result['device_name'] or result['device']} in "
         f"{result['seconds']:.0f} s; results in {out}")
     return result
