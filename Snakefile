@@ -1,4 +1,5 @@
 # onion: from generated data to every table and figure (see README.md).
+import os
 import sys
 
 from snakemake.utils import min_version
@@ -9,7 +10,7 @@ min_version("9.0")
 from onion.config_checks import load_yaml
 
 # The defaults sit beside this Snakefile, so `--directory elsewhere` needs no copy of them.
-DEFAULTS = workflow.source_path("config.yaml")
+DEFAULTS = os.path.join(workflow.basedir, "config.yaml")
 load_yaml(DEFAULTS)  # a syntax error names file and line (Snakemake's own message does not)
 
 
