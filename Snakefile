@@ -41,6 +41,7 @@ include: "workflow/rules/probes.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
+
 # Tables, figures, the summary and the named targets run on the submitting machine, never as
 # cluster jobs; the heavy rules carry their own mem_mb and runtime (workflow/rules/common.smk).
 localrules:

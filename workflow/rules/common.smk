@@ -19,8 +19,7 @@ def check_config(config, schema_path):
     check(config, schema_path, cuda_available=None)
     overrides = grid_overrides(config)
     if overrides and workflow.is_main_process:
-        print(f"grid '{config['grid']}' overrides the top-level settings: " + "; ".join(overrides),
-              file=sys.stderr)
+        print(f"grid '{config['grid']}' overrides the top-level settings: " + "; ".join(overrides), file=sys.stderr)
 
 
 def cuda_is_available():
@@ -157,8 +156,11 @@ def steps_runtime(section, base):
         from onion.config_checks import kind_settings
 
         rate = GPU_STEPS_PER_SECOND if uses_cuda() else cpu_steps_per_second(int(wildcards.size))
-        steps = kind_settings(config, section, wildcards.kind)["steps"] if "kind" in wildcards.keys() \
+        steps = (
+            kind_settings(config, section, wildcards.kind)["steps"]
+            if "kind" in wildcards.keys()
             else settings(section)["steps"]
+        )
         return attempt * int(base + 2 * steps / rate / 60)
 
     return runtime
@@ -242,7 +244,9 @@ def figure_model(size):
     autoregressive if the grid has it at that size, then the smallest seed."""
     candidates = [m for m in MODELS if m[2] == size and m[0] == "gru"]
     if not candidates:
-        raise ValueError(f"grid '{config['grid']}' has no GRU of N={size}: the paper's figures need "
-                         "one (add gru to a block's cells)")
+        raise ValueError(
+            f"grid '{config['grid']}' has no GRU of N={size}: the paper's figures need "
+            "one (add gru to a block's cells)"
+        )
     cell, variant, _, seed = min(candidates, key=lambda m: (m[1] != "autoregressive", m[1], m[3]))
     return {"cell": cell, "variant": variant, "size": size, "seed": seed, "train": TRAIN_KEY}

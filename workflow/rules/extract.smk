@@ -7,16 +7,12 @@ rule extract_trajectories:
         valid=rules.make_dataset.output.valid,
     output:
         f"data/states/{MODEL_KEY}/trajectories.parquet",
-    params:
-        data=as_json_arg(config["data"]),
-        extract=as_json_arg({k: v for k, v in settings("extract").items() if k != "n_train_states"}),
-        device=config["device"],
-    conda:
-        "../envs/onion.yaml"
     log:
         f"data/logs/extract_trajectories/{MODEL_KEY}.log",
     benchmark:
         f"data/benchmarks/extract_trajectories/{MODEL_KEY}.tsv"
+    conda:
+        "../envs/onion.yaml"
     threads: config["threads_per_job"]
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
@@ -24,6 +20,10 @@ rule extract_trajectories:
         gpu_slots=gpu_slots,  # one GPU at home: --resources gpu_slots=k runs k jobs on it
         mem_mb=2000,
         runtime=fixed_runtime(10),
+    params:
+        data=as_json_arg(config["data"]),
+        extract=as_json_arg({k: v for k, v in settings("extract").items() if k != "n_train_states"}),
+        device=config["device"],
     shell:
         "python -m onion extract-trajectories --data {params.data} --extract {params.extract} "
         "--model {input.model} --valid-data {input.valid} "
@@ -38,16 +38,12 @@ rule extract_final_states:
         valid=rules.make_dataset.output.valid,
     output:
         f"data/states/{MODEL_KEY}/final_states-{{states}}.parquet",
-    params:
-        data=as_json_arg(config["data"]),
-        extract=as_json_arg({k: v for k, v in settings("extract").items() if k in ("n_train_states", "batch_size")}),
-        device=config["device"],
-    conda:
-        "../envs/onion.yaml"
     log:
         f"data/logs/extract_final_states/{MODEL_KEY}/{{states}}.log",
     benchmark:
         f"data/benchmarks/extract_final_states/{MODEL_KEY}/{{states}}.tsv"
+    conda:
+        "../envs/onion.yaml"
     threads: config["threads_per_job"]
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
@@ -55,6 +51,10 @@ rule extract_final_states:
         gpu_slots=gpu_slots,  # one GPU at home: --resources gpu_slots=k runs k jobs on it
         mem_mb=8000,
         runtime=fixed_runtime(30),
+    params:
+        data=as_json_arg(config["data"]),
+        extract=as_json_arg({k: v for k, v in settings("extract").items() if k in ("n_train_states", "batch_size")}),
+        device=config["device"],
     shell:
         "python -m onion extract-states --data {params.data} --extract {params.extract} "
         "--model {input.model} --train-data {input.train} --valid-data {input.valid} "

@@ -21,13 +21,13 @@ rule figure_gates:
             category="Figures",
             labels={"figure": "Fig. 2", "shows": "input gate 1 − z of the largest and a small GRU"},
         ),
+    log:
+        "data/logs/figure_gates.log",
+    conda:
+        "../envs/onion.yaml"
     params:
         channels=config["figures"]["channels"],
         text=settings("extract")["texts"][0],
-    conda:
-        "../envs/onion.yaml"
-    log:
-        "data/logs/figure_gates.log",
     shell:
         "python -m onion figure gates --inputs {input.small} {input.large} "
         "--channels {params.channels} --text {params.text} --pdf {output.pdf} --png {output.png} > {log} 2>&1"
@@ -35,9 +35,7 @@ rule figure_gates:
 
 rule figure_probes:
     input:
-        results=probe_paths(
-            "json", variants=[figure_model(FIG4_SIZE)["variant"]], sizes=[FIG4_SIZE], cells=["gru"]
-        ),
+        results=probe_paths("json", variants=[figure_model(FIG4_SIZE)["variant"]], sizes=[FIG4_SIZE], cells=["gru"]),
     output:
         pdf="data/figures/fig4_probes.pdf",
         png=report(
@@ -46,13 +44,13 @@ rule figure_probes:
             category="Figures",
             labels={"figure": "Fig. 4", "shows": "exact match of the five probes"},
         ),
+    log:
+        "data/logs/figure_probes.log",
+    conda:
+        "../envs/onion.yaml"
     params:
         size=FIG4_SIZE,
         variant=figure_model(FIG4_SIZE)["variant"],
-    conda:
-        "../envs/onion.yaml"
-    log:
-        "data/logs/figure_probes.log",
     shell:
         "python -m onion figure probes --inputs {input.results} --size {params.size} "
         "--variant {params.variant} --pdf {output.pdf} --png {output.png} > {log} 2>&1"
@@ -69,12 +67,12 @@ rule figure_gates_all_channels:
             category="Figures",
             labels={"figure": "Fig. 5", "shows": "input gate 1 − z of every channel of the largest GRU"},
         ),
-    params:
-        text=settings("extract")["texts"][0],
-    conda:
-        "../envs/onion.yaml"
     log:
         "data/logs/figure_gates_all_channels.log",
+    conda:
+        "../envs/onion.yaml"
+    params:
+        text=settings("extract")["texts"][0],
     shell:
         "python -m onion figure gates-all --inputs {input} --text {params.text} "
         "--pdf {output.pdf} --png {output.png} > {log} 2>&1"

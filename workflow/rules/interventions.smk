@@ -17,20 +17,14 @@ rule train_intervention:
     output:
         result=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}-{{settings}}.json",
         parameters=f"data/analyses/{MODEL_KEY}/intervention-{{kind}}-{{settings}}.parquet",
-    wildcard_constraints:
-        kind="|".join(INTERVENTION_KINDS),
-    params:
-        data=as_json_arg(config["data"]),
-        interventions=analysis_settings("interventions"),
-        device=config["device"],
-        kernel=config["kernel"],
-        checkpoint=f"data/checkpoints/{MODEL_KEY}/intervention-{{kind}}-{{settings}}.pt",
-    conda:
-        "../envs/onion.yaml"
     log:
         f"data/logs/train_intervention/{MODEL_KEY}/{{kind}}-{{settings}}.log",
     benchmark:
         f"data/benchmarks/train_intervention/{MODEL_KEY}/{{kind}}-{{settings}}.tsv"
+    wildcard_constraints:
+        kind="|".join(INTERVENTION_KINDS),
+    conda:
+        "../envs/onion.yaml"
     threads: config["threads_per_job"]
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
@@ -38,6 +32,12 @@ rule train_intervention:
         gpu_slots=gpu_slots,  # one GPU at home: --resources gpu_slots=k runs k jobs on it
         mem_mb=4000,
         runtime=intervention_runtime_minutes,
+    params:
+        data=as_json_arg(config["data"]),
+        interventions=analysis_settings("interventions"),
+        device=config["device"],
+        kernel=config["kernel"],
+        checkpoint=f"data/checkpoints/{MODEL_KEY}/intervention-{{kind}}-{{settings}}.pt",
     shell:
         # The log is appended to (Snakemake itself removes a failed attempt's log before a retry).
         "python -m onion train-intervention --kind {wildcards.kind} --data {params.data} "
@@ -68,10 +68,10 @@ rule table_interventions:
             category="Tables",
             labels={"table": "Tables 2 and 5", "shows": "exact match of the interventions"},
         ),
-    conda:
-        "../envs/onion.yaml"
     log:
         "data/logs/table_interventions.log",
+    conda:
+        "../envs/onion.yaml"
     shell:
         "python -m onion table-interventions --results {input.results} --data-root data "
         "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1 && "
@@ -88,12 +88,12 @@ rule figure_onion_scales:
             category="Interventions",
             labels={"figure": "onion scales", "shows": "learned scale |s_j| per position"},
         ),
-    params:
-        max_length=config["data"]["max_length"],
-    conda:
-        "../envs/onion.yaml"
     log:
         "data/logs/figure_onion_scales.log",
+    conda:
+        "../envs/onion.yaml"
+    params:
+        max_length=config["data"]["max_length"],
     shell:
         "python -m onion figure-interventions onion-scales --parameters {input.parameters} "
         "--max-length {params.max_length} --out {output} > {log} 2>&1"
@@ -109,12 +109,12 @@ rule figure_das_budget:
             category="Interventions",
             labels={"figure": "DAS budget", "shows": "rotated dimensions per position or bigram"},
         ),
-    params:
-        max_length=config["data"]["max_length"],
-    conda:
-        "../envs/onion.yaml"
     log:
         "data/logs/figure_das_budget.log",
+    conda:
+        "../envs/onion.yaml"
+    params:
+        max_length=config["data"]["max_length"],
     shell:
         "python -m onion figure-interventions das-budget --parameters {input.parameters} "
         "--max-length {params.max_length} --out {output} > {log} 2>&1"

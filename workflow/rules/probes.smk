@@ -11,20 +11,14 @@ rule train_probe:
     output:
         result=f"data/analyses/{MODEL_KEY}/probe-{{kind}}-{{settings}}.json",
         breakdown=f"data/analyses/{MODEL_KEY}/probe-{{kind}}-{{settings}}.parquet",
-    wildcard_constraints:
-        kind="|".join(PROBE_KINDS),
-    params:
-        data=as_json_arg(config["data"]),
-        probes=analysis_settings("probes"),
-        device=config["device"],
-        kernel=config["kernel"],
-        checkpoint=f"data/checkpoints/{MODEL_KEY}/probe-{{kind}}-{{settings}}.pt",
-    conda:
-        "../envs/onion.yaml"
     log:
         f"data/logs/train_probe/{MODEL_KEY}/{{kind}}-{{settings}}.log",
     benchmark:
         f"data/benchmarks/train_probe/{MODEL_KEY}/{{kind}}-{{settings}}.tsv"
+    wildcard_constraints:
+        kind="|".join(PROBE_KINDS),
+    conda:
+        "../envs/onion.yaml"
     threads: config["threads_per_job"]
     resources:
         gres=shared_gpu,  # one GPU per group job (profiles/slurm), shared by its members
@@ -32,6 +26,12 @@ rule train_probe:
         gpu_slots=gpu_slots,  # one GPU at home: --resources gpu_slots=k runs k jobs on it
         mem_mb=6000,
         runtime=probe_runtime_minutes,
+    params:
+        data=as_json_arg(config["data"]),
+        probes=analysis_settings("probes"),
+        device=config["device"],
+        kernel=config["kernel"],
+        checkpoint=f"data/checkpoints/{MODEL_KEY}/probe-{{kind}}-{{settings}}.pt",
     shell:
         # The log is appended to (Snakemake itself removes a failed attempt's log before a retry).
         "python -m onion train-probe --kind {wildcards.kind} --data {params.data} "
@@ -59,10 +59,10 @@ rule table_probes:
             category="Tables",
             labels={"table": "Table 4", "shows": "exact match of the probes"},
         ),
-    conda:
-        "../envs/onion.yaml"
     log:
         "data/logs/table_probes.log",
+    conda:
+        "../envs/onion.yaml"
     shell:
         "python -m onion table-probes --results {input.results} --data-root data "
         "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1 && "

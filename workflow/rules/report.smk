@@ -23,10 +23,10 @@ rule table_base_accuracy:
             category="Tables",
             labels={"table": "Tables 1 and 3", "shows": "exact match of the trained GRUs"},
         ),
-    conda:
-        "../envs/onion.yaml"
     log:
         "data/logs/table_base_accuracy.log",
+    conda:
+        "../envs/onion.yaml"
     shell:
         "python -m onion table-base --metrics {input.metrics} --data-root data "
         "--md {output.md} --csv {output.csv} --tex {output.tex} > {log} 2>&1 && "
@@ -50,16 +50,16 @@ rule write_summary:
             labels={"page": "summary", "shows": "which of the paper's claims this run reproduced"},
         ),
         verdicts="data/summary_verdicts.html",  # the verdicts alone: the report's opening page shows them
+    log:
+        "data/logs/write_summary.log",
+    conda:
+        "../envs/onion.yaml"
     params:
         settings=as_json_arg(
             {s: settings(s) for s in ("train", "interventions", "probes", "extract")}
             | {f"{s}_by_kind": GRID.get(f"{s}_by_kind", {}) for s in ("interventions", "probes")}
             | {"data": config["data"], "grids": {name: {"models": g["models"]} for name, g in config["grids"].items()}}
         ),
-    conda:
-        "../envs/onion.yaml"
-    log:
-        "data/logs/write_summary.log",
     shell:
         "python -m onion summary --base {input.base} --interventions {input.interventions} "
         "--probes {input.probes} --append {input.cells} --settings {params.settings} "
@@ -91,10 +91,10 @@ rule table_cells:
             labels={"table": "recurrent cells (beyond the paper)", "shows": "every method per cell"},
         ),
         signature="data/tables/cells_signature.md",
-    conda:
-        "../envs/onion.yaml"
     log:
         "data/logs/table_cells.log",
+    conda:
+        "../envs/onion.yaml"
     shell:
         "python -m onion table-cells --metrics {input.metrics} --interventions {input.interventions} "
         "--probes {input.probes} --md {output.md} --csv {output.csv} --tex {output.tex} "
@@ -112,12 +112,12 @@ rule figure_onion_scales_cells:
             category="Interventions",
             labels={"figure": "onion scales per cell", "shows": "learned scale |s_j| per position, per cell"},
         ),
-    params:
-        max_length=config["data"]["max_length"],
-    conda:
-        "../envs/onion.yaml"
     log:
         "data/logs/figure_onion_scales_cells.log",
+    conda:
+        "../envs/onion.yaml"
+    params:
+        max_length=config["data"]["max_length"],
     shell:
         "python -m onion figure-interventions onion-scales-cells --parameters {input.parameters} "
         "--max-length {params.max_length} --out {output} > {log} 2>&1"
