@@ -208,10 +208,14 @@ def test_onion_intervention_succeeds_on_onion_model_and_control_does_not():
     gamma = onion.gamma.detach()
     table = parameter_table(onion, "onion", "autoregressive", 32, 0)
     assert table.num_rows == 32 and table.schema.field("gamma").type == "float"
-    assert 0.1 < gamma.median() < 0.7  # the learned decay is of the order of the model's 0.4
+    # median γ at this budget, seeds 0-4: 0.287, 0.304, 0.298, 0.297, 0.310; under the model's 0.4, as β·j + b
+    # share the decay (s_1/s_0 ≈ 0.37); γ is not yet settled (0.12 at 3,000 steps), so the bar is this budget's
+    assert 0.25 < gamma.median() < 0.35
 
 
-@pytest.mark.parametrize("kind, bound", [("linear_unigram", 0.3), ("linear_bigram", 0.1)])
+# unigram, seeds 0-4: 0.1425, 0.1315, 0.1295, 0.1445, 0.1375, all 32 dims on position 0: the whole state moves
+# when 0 ∈ I, right with prob. (31/60)^3 = 0.138 (moving nothing: (31/60)^4 = 0.071); 0.16 fails a partial success
+@pytest.mark.parametrize("kind, bound", [("linear_unigram", 0.16), ("linear_bigram", 0.1)])
 def test_linear_das_fails_on_onion_model(kind, bound):
     # the model, data and budget on which the onion intervention reaches 0.95; tokens share
     # directions across positions, so no rotation gives a position (or a bigram) its own subspace.
