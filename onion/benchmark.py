@@ -19,10 +19,11 @@ import torch
 
 from onion.config import DataConfig, TrainConfig
 from onion.data import SequenceSet, make_datasets, random_sequences
-from onion.interventions import InterventionConfig, train_intervention
+from onion.interventions import InterventionConfig, intervention_step, make_intervention, train_intervention
 from onion.log import log
 from onion.model import RepeatRNN
-from onion.names import GRU_PROBE_KINDS, INTERVENTION_KINDS, PROBE_KINDS
+from onion.model.unrolled import frozen_runner
+from onion.names import GRU_PROBE_KINDS, INTERVENTION_KINDS, PROBE_KINDS, ROTATIONS
 from onion.probes import ProbeConfig, train_probe
 from onion.runtime import FALLBACKS, kernel_ran, resolve_device, synchronize
 from onion.training import make_optimizer, train_model, training_kernel
@@ -222,41 +223,57 @@ def project(speeds: list[dict], concurrency: list[dict], workers_per_device: dic
     return rows
 
 
-def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0, cell: str = "gru"):
+def _interleaved(loops: dict, steps: int, rounds: int, warmup: int = 4) -> tuple[dict, dict, int]:
+    """Time each of `loops` (name -> timed(start, end), seconds) over the same steps, in `rounds`
+    alternating rounds so that all see the same machine load, after their first step (compilation,
+    for the unrolled kernel) and `warmup` more. Returns (first step's seconds, seconds, steps timed)."""
+    first = {name: loop(0, 1) for name, loop in loops.items()}
+    for loop in loops.values():
+        loop(1, 1 + warmup)
+    elapsed = dict.fromkeys(loops, 0.0)
+    per_round = steps // rounds
+    for r in range(rounds):
+        for name, loop in loops.items():
+            elapsed[name] += loop(1 + warmup + r * per_round, 1 + warmup + (r + 1) * per_round)
+    return first, elapsed, rounds * per_round
+
+
+def benchmark_training(sizes, steps: int, device, rounds: int = 4, seed: int = 0, cell: str = "gru",
+                       precisions=("fp32",)):
     """Model-steps/s of training a `cell` model with kernel nn (torch.nn's layer on packed batches)
-    and the unrolled one (onion.model.unrolled, compiled) per size, interleaved in rounds on one model each so that
-    both see the same machine load, and the unrolled kernel's compile time (its first step).
-    Batches are the paper's (256 sequences, lengths 2-9). Returns a pandas DataFrame."""
+    and the unrolled one (onion.model.unrolled, compiled) in each of `precisions` (fp32: column
+    unrolled, bf16: unrolled_bf16) per size, interleaved in rounds on one model each so that all
+    see the same machine load, and the unrolled kernels' compile time (their first step). Speed-ups
+    are against nn. Batches are the paper's (256 sequences, lengths 2-9). Returns a pandas DataFrame."""
     import pandas as pd  # here: gpu-check runs on images without pandas
     data_cfg, train_cfg = DataConfig(), TrainConfig()
     data = random_sequences(np.random.default_rng(seed), max(steps, 5) * train_cfg.batch_size, data_cfg)
+    kernels = {"nn": ("nn", "fp32"), **{"unrolled" + ("" if p == "fp32" else f"_{p}"): ("unrolled", p)
+                                        for p in precisions}}
     rows = []
     for size in sizes:
-        loops = {kernel: _training_loop(kernel, size, data, train_cfg, device, cell) for kernel in ("nn", "unrolled")}
-        first = {kernel: loop(0, 1) for kernel, loop in loops.items()}  # compilation, for unrolled
-        for kernel, loop in loops.items():
-            loop(1, 5)  # warm-up
-        elapsed = dict.fromkeys(loops, 0.0)
-        per_round = steps // rounds
-        for r in range(rounds):
-            for kernel, loop in loops.items():
-                elapsed[kernel] += loop(5 + r * per_round, 5 + (r + 1) * per_round)
-        done = rounds * per_round
-        slow, fast = done / elapsed["nn"], done / elapsed["unrolled"]
-        rows.append({"cell": cell, "size": size, "device": str(device), "threads": torch.get_num_threads(),
-                     "steps": done, "nn_steps_per_s": slow, "unrolled_steps_per_s": fast,
-                     "speedup": fast / slow, "unrolled_compile_s": first["unrolled"] - first["nn"]})
-        log(f"{cell} N={size}: nn {slow:.1f} steps/s, unrolled {fast:.1f} steps/s ({fast / slow:.2f}x; "
-            f"compiled in {rows[-1]['unrolled_compile_s']:.0f} s)")
+        loops = {name: _training_loop(kernel, size, data, train_cfg, device, cell, precision)
+                 for name, (kernel, precision) in kernels.items()}
+        first, elapsed, done = _interleaved(loops, steps, rounds)
+        speed = {name: done / seconds for name, seconds in elapsed.items()}
+        row = {"cell": cell, "size": size, "device": str(device), "threads": torch.get_num_threads(),
+               "steps": done, **{f"{name}_steps_per_s": speed[name] for name in loops}}
+        for name in list(loops)[1:]:  # after nn
+            row["speedup" if name == "unrolled" else f"{name}_speedup"] = speed[name] / speed["nn"]
+        row.update({f"{name}_compile_s": first[name] - first["nn"] for name in loops if name != "nn"})
+        rows.append(row)
+        log(f"{cell} N={size}: " + ", ".join(f"{name} {speed[name]:.2f} steps/s" for name in loops))
     return pd.DataFrame(rows)
 
 
-def _training_loop(kernel: str, size: int, data: SequenceSet, cfg: TrainConfig, device, cell: str = "gru"):
-    """A function timing training steps start..end-1 of a fresh `cell` model with `kernel`, as
-    train_model takes them (seconds, device work included)."""
+def _training_loop(kernel: str, size: int, data: SequenceSet, cfg: TrainConfig, device, cell: str = "gru",
+                   precision: str = "fp32"):
+    """A function timing training steps start..end-1 of a fresh `cell` model with `kernel` and
+    `precision`, as train_model takes them (seconds, device work included)."""
     torch.manual_seed(0)
     model = RepeatRNN(DATA.n_symbols, size, cell=cell).to(device).train()
-    rows, update = training_kernel(kernel, model, make_optimizer(model.parameters(), cfg), data, device)
+    rows, update = training_kernel(kernel, model, make_optimizer(model.parameters(), cfg), data, device,
+                                   precision)
 
     def timed(start: int, end: int) -> float:
         synchronize(device)
@@ -269,12 +286,69 @@ def _training_loop(kernel: str, size: int, data: SequenceSet, cfg: TrainConfig, 
     return timed
 
 
-def run_benchmark_training(sizes, steps: int, device, rounds: int = 4, out=None, cells=("gru",)) -> None:
-    """The benchmark-training command: print the table (one row per cell and size), and write it
-    as CSV to `out` if given."""
+def benchmark_das(sizes, steps: int, device, rounds: int = 4, seed: int = 0, precisions=("fp32",),
+                  rotations=ROTATIONS):
+    """Linear unigram DAS on a frozen GRU of each size (the unrolled kernel): steps/s with each
+    orthogonal map (interventions.rotation) and frozen-model precision, interleaved in rounds, and
+    the share of a step that R and its backward take: 1 − (time with R a fixed matrix) / (time).
+    Batches of 256 length-9 targets. Returns a pandas DataFrame."""
     import pandas as pd
-    results = pd.concat([benchmark_training(sizes, steps, device, rounds, cell=cell) for cell in cells],
-                        ignore_index=True)
+    data = random_sequences(np.random.default_rng(seed), 20_000, DataConfig(), length=9)
+    tokens, lengths = torch.as_tensor(data.tokens, device=device), torch.as_tensor(data.lengths, device=device)
+    rows = []
+    for size in sizes:
+        torch.manual_seed(seed)
+        model = RepeatRNN(DATA.n_symbols, size).to(device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        loops = {(rotation, precision): _das_loop(model, rotation, precision, tokens, lengths, device)
+                 for precision in precisions for rotation in (*rotations, "fixed")}
+        _, elapsed, done = _interleaved(loops, steps, rounds, warmup=1)  # fixed shapes: compiled at step 0
+        for precision in precisions:
+            for rotation in rotations:
+                step, fixed = elapsed[(rotation, precision)] / done, elapsed[("fixed", precision)] / done
+                rows.append({"size": size, "rotation": rotation, "precision": precision,
+                             "threads": torch.get_num_threads(), "steps": done, "steps_per_s": 1 / step,
+                             "fixed_R_steps_per_s": 1 / fixed, "rotation_share": 1 - fixed / step})
+                log(f"linear_unigram DAS N={size} {rotation} {precision}: {1 / step:.3f} steps/s "
+                    f"({1 / fixed:.3f} with R fixed: R and its backward {1 - fixed / step:.0%} of a step)")
+    return pd.DataFrame(rows)
+
+
+def _das_loop(model: RepeatRNN, rotation: str, precision: str, tokens: torch.Tensor, lengths: torch.Tensor,
+              device):
+    """A function timing linear unigram DAS steps start..end-1 on the frozen `model`, as
+    train_intervention takes them (seconds); rotation "fixed": R a constant matrix, not learned."""
+    cfg = InterventionConfig(precision=precision, **({} if rotation == "fixed" else {"rotation": rotation}))
+    torch.manual_seed(0)
+    das = make_intervention("linear_unigram", DATA.n_symbols, model.state_size, DATA.max_length,
+                            cfg.rotation).to(device)
+    if rotation == "fixed":
+        das.rotation = torch.nn.Linear(model.state_size, model.state_size, bias=False).to(device).requires_grad_(False)
+    optimizer = make_optimizer([p for p in das.parameters() if p.requires_grad], cfg)
+    runner = frozen_runner(model, "unrolled", device, precision)
+
+    def timed(start: int, end: int) -> float:
+        synchronize(device)
+        began = time.perf_counter()
+        for step in range(start, end):
+            intervention_step(runner, das, optimizer, "linear_unigram", tokens, lengths, cfg.batch_size, 0, step)
+        synchronize(device)
+        return time.perf_counter() - began
+
+    return timed
+
+
+def run_benchmark_training(sizes, steps: int, device, rounds: int = 4, out=None, cells=("gru",),
+                           precisions=("fp32",), das: bool = False) -> None:
+    """The benchmark-training command: print the table (one row per cell and size; with `das`,
+    benchmark_das's table instead), and write it as CSV to `out` if given."""
+    import pandas as pd
+    if das:
+        results = benchmark_das(sizes, steps, device, rounds, precisions=precisions)
+    else:
+        results = pd.concat([benchmark_training(sizes, steps, device, rounds, cell=cell, precisions=precisions)
+                             for cell in cells], ignore_index=True)
     if out:
         results.to_csv(out, index=False)
     print(results.to_string(index=False))

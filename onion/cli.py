@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from onion.names import CELLS, DEVICES, INTERVENTION_KINDS, KERNELS, PROBE_KINDS, VARIANTS
+from onion.names import CELLS, DEVICES, INTERVENTION_KINDS, KERNELS, PRECISIONS, PROBE_KINDS, VARIANTS
 
 
 def _json_arg(text: str) -> dict:
@@ -126,7 +126,8 @@ def cmd_migrate_layout(args) -> None:
 
 def cmd_benchmark_training(args) -> None:
     from onion.benchmark import run_benchmark_training
-    run_benchmark_training(args.sizes, args.steps, _device(args), args.rounds, args.out, args.cells)
+    run_benchmark_training(args.sizes, args.steps, _device(args), args.rounds, args.out, args.cells,
+                           args.precisions, args.das)
 
 
 def cmd_gpu_check(args) -> None:
@@ -236,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "benchmark-training", cmd_benchmark_training, "training steps/s of torch.nn's layer on "
              "packed batches and of the unrolled kernel", device=True, sizes={"type": int, "nargs": "+", "default": [48, 64, 128]},
              cells={"nargs": "+", "default": ["gru"], "choices": CELLS},
+             precisions={"nargs": "+", "default": ["fp32"], "choices": PRECISIONS,
+                         "help": "the unrolled kernel's, each timed against nn (fp32)"},
+             das={"action": "store_true", "help": "linear unigram DAS instead of training: steps/s per "
+                  "rotation and precision, and the rotation's share of a step"},
              steps={"type": int, "default": 200}, rounds={"type": int, "default": 4}, out={"default": None})
     p.set_defaults(device="cpu", threads=1)
     p = _add(sub, "gpu-check", cmd_gpu_check, "the CUDA path against the CPU, then its speed and the paper "

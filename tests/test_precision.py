@@ -187,3 +187,20 @@ def test_checkpoints_made_before_the_settings_existed_still_resume():
     assert identity_settings(TrainConfig(precision="bf16"))["precision"] == "bf16"
     assert not {"precision", "rotation"} & set(identity_settings(InterventionConfig()))
     assert identity_settings(InterventionConfig(rotation="cayley"))["rotation"] == "cayley"
+
+
+def test_benchmark_times_bf16_against_nn_and_das_per_rotation(capsys, tmp_path):
+    """benchmark-training --precisions fp32 bf16: one row per size with both unrolled precisions
+    against nn; --das: linear unigram DAS per rotation, and R's share of a step."""
+    from onion.cli import main
+    assert main(["benchmark-training", "--sizes", "8", "--steps", "2", "--rounds", "1",
+                 "--precisions", "fp32", "bf16", "--out", str(tmp_path / "t.csv")]) == 0
+    header = (tmp_path / "t.csv").read_text().splitlines()[0].split(",")
+    assert {"nn_steps_per_s", "unrolled_steps_per_s", "unrolled_bf16_steps_per_s", "speedup",
+            "unrolled_bf16_speedup", "unrolled_bf16_compile_s"} <= set(header)
+    assert main(["benchmark-training", "--das", "--sizes", "8", "--steps", "2", "--rounds", "1",
+                 "--out", str(tmp_path / "d.csv")]) == 0
+    rows = (tmp_path / "d.csv").read_text().splitlines()
+    assert rows[0] == "size,rotation,precision,threads,steps,steps_per_s,fixed_R_steps_per_s,rotation_share"
+    assert [r.split(",")[1] for r in rows[1:]] == ["matrix_exp", "cayley"]
+    capsys.readouterr()
