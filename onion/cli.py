@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, RuntimeError) as err:
+    except (ValueError, RuntimeError, OSError) as err:  # OSError: a file that cannot be read or written
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

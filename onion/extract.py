@@ -203,12 +203,16 @@ def read_states(path, split: str, max_length: int | None = None) -> tuple[np.nda
 def run_extract_trajectories(model_path, valid_path, out, variant: str, size: int, seed: int,
                              data: DataConfig, cfg: ExtractConfig, device) -> None:
     """The extract_trajectories job: trajectories of the fixed texts and the first validation
-    sequences to Parquet."""
+    sequences to Parquet; NaN/Inf states or gates stop it, writing nothing."""
     began = time.perf_counter()
     model = load_model(model_path, device, variant, size)
     valid = read_sequences(valid_path, data.max_length)
     examples = trajectory_examples(cfg, valid, data.n_symbols)
     table = trajectories_table(model, examples, variant, size, seed)
+    bad = [k for k in GATES[model.cell] if not np.isfinite(vectors(table, k)).all()]
+    if bad:
+        raise NonFiniteError(f"{model_path}: the model produced NaN/Inf {', '.join(bad)} in its trajectories; "
+                             "nothing written")
     write_parquet(table, out)
     log(f"wrote {table.num_rows} steps of {len(examples)} examples to {out} "
         f"({Path(out).stat().st_size / 1e6:.2f} MB, {time.perf_counter() - began:.1f} s)")

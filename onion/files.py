@@ -1,5 +1,6 @@
 """Artifacts on disk: every file is written atomically (a killed job never leaves a half-written
-file that looks complete), Parquet vector columns, and the data folder's layout. Torch-free."""
+file that looks complete), Parquet vector columns, and the data folder's layout. Torch-free (save_torch
+imports it when called)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,35 @@ import pyarrow.parquet as pq
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path` to write to; it becomes `path` only if the block ends
-    without an exception (the one way this package writes a file)."""
+    without an exception (the one way this package writes a file). A write that fails (a full disk,
+    say) leaves `path` as it was, removes the temporary file and raises an OSError that names `path`
+    and the cause."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
         yield tmp
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        message = f"cannot write {path} ({err.strerror or err}); it was left as it was: free some space and " \
+                  "run again"
+        raise (OSError(err.errno, message) if err.errno else OSError(message)) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    tmp.replace(path)
+
+
+def save_torch(obj, path) -> None:
+    """torch.save `obj` to `path` atomically. Serialised in memory first: PyTorch's own file writer
+    reports a failed write without its cause (a full disk reads "unexpected pos ...")."""
+    import io
+
+    import torch
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def write_parquet(table: pa.Table, path) -> None:

@@ -15,9 +15,14 @@ from typing import Callable, Iterable
 import torch
 
 from onion.config import OptimConfig
-from onion.files import atomic_path
+from onion.files import save_torch
 from onion.log import format_duration, log
 from onion.runtime import NonFiniteError, synchronize
+
+# The training record's keys that say how a run went, not what it computed: a resumed run differs
+# from an uninterrupted one in these and in nothing else (tests/test_kill_campaign.py compares the
+# rest; ../shared/tools/compare-runs.py ignores the same keys).
+BOOKKEEPING = ("resumed_from", "steps_this_run", "seconds_this_run", "steps_per_second", "first_step_seconds")
 
 
 class Progress:
@@ -109,7 +114,8 @@ def optimise(module: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Opt
 
     Resumes `module` (checkpointed under `key`), `optimizer` and the JSON-like values of
     `extra_state` (updated in place) from `checkpoint_path` when it was made for `identity` on the
-    same device type (cpu or cuda).
+    same device type (cpu or cuda). A checkpoint keeps the loss of its step too, so that a run
+    resumed at the last step reports the final loss an uninterrupted one does.
     `after_step(done)` may evaluate and returns text for the log line. `stop_after` ends the loop
     after that many steps in total, as if the job were killed (tests of resumption). Returns the
     training record: steps, resumed_from, steps_this_run, seconds_this_run, steps_per_second,
@@ -120,12 +126,12 @@ def optimise(module: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Opt
     # random draws made on the device differ between device types: never resume across them
     identity = {**identity, "device type": torch.device(device).type}
     state = load_checkpoint(checkpoint_path, identity)
-    start = 0
+    start, saved_loss = 0, None
     if state is not None:
         module.load_state_dict(state[key])
         optimizer.load_state_dict(state["optimizer"])
         extra_state.update({name: state[name] for name in extra_state})
-        start = state["step"]
+        start, saved_loss = state["step"], state.get("loss")
         log(f"resuming from checkpoint {checkpoint_path} at step {start}/{cfg.steps}")
     progress = Progress(cfg.steps, start=start, every=cfg.log_every, label=label, cause=cause)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -143,15 +149,14 @@ def optimise(module: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Opt
         if checkpoint_path and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
                                 or done == cfg.steps):
             progress.check(done)  # never checkpoint a diverged run
-            with atomic_path(checkpoint_path) as tmp:
-                torch.save({"identity": identity, "step": done, key: module.state_dict(),
-                            "optimizer": optimizer.state_dict(), **extra_state}, tmp)
+            save_torch({"identity": identity, "step": done, "loss": float(loss), key: module.state_dict(),
+                        "optimizer": optimizer.state_dict(), **extra_state}, checkpoint_path)
     synchronize(device)  # the clock counts the queued GPU work too
     seconds = time.perf_counter() - began
     return {"steps": cfg.steps, "resumed_from": start, "steps_this_run": end - start,
             "seconds_this_run": seconds, "steps_per_second": (end - start) / max(seconds, 1e-9),
             "first_step_seconds": first_step_seconds,
-            "final_loss": float(loss) if loss is not None else None, "finished": end == cfg.steps}
+            "final_loss": float(loss) if loss is not None else saved_loss, "finished": end == cfg.steps}
 
 
 def each_step(start: int, end: int) -> Iterable[tuple[int, int]]:

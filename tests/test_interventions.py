@@ -1,6 +1,7 @@
 """Interventions: counterfactual data, the linear DAS and onion mechanisms, and known-answer runs on
 hand-built models (PAPER.md §4 and §7)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,7 +14,9 @@ from onion.data import random_sequences
 from onion.interventions import (InterventionConfig, LinearDAS, OnionIntervention, eval_counterfactuals,
                                  evaluate_intervention, make_counterfactuals, parameter_table, targets_for,
                                  train_intervention)
+from onion.loop import BOOKKEEPING
 from onion.model import RepeatRNN
+from onion.names import INTERVENTION_KINDS
 from onion.toymodels import BigramModel, OnionModel, SlotModel
 
 torch.set_num_threads(1)
@@ -281,8 +284,8 @@ def test_frozen_gru_is_unchanged_and_checkpoint_resumes(tmp_path):
         # a run killed after 3 steps, then resumed, ends where an uninterrupted run ends
         train_intervention(model, kind, train, cfg, 0, "cpu", 9, ckpt, stop_after=3)
         resumed, record = train_intervention(model, kind, train, cfg, 0, "cpu", 9, ckpt)
-        whole, _ = train_intervention(model, kind, train, cfg, 0, "cpu", 9)
-        assert record["resumed_from"] == 3
+        whole, expected = train_intervention(model, kind, train, cfg, 0, "cpu", 9)
+        assert record["resumed_from"] == 3 and _without_bookkeeping(record) == _without_bookkeeping(expected)
         for (name, a), b in zip(resumed.state_dict().items(), whole.state_dict().values()):
             assert torch.equal(a, b), name
         cf = eval_counterfactuals(kind, valid, 0, 30)
@@ -291,6 +294,7 @@ def test_frozen_gru_is_unchanged_and_checkpoint_resumes(tmp_path):
         # the finished intervention stays checkpointed: a rerun (a group job retried whole) does no step
         again, record = train_intervention(model, kind, train, cfg, 0, "cpu", 9, ckpt)
         assert record["resumed_from"] == 6 and record["steps_this_run"] == 0 and record["finished"]
+        assert _without_bookkeeping(record) == _without_bookkeeping(expected)  # the final loss included
         assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), again.state_dict().values()))
         ckpt.unlink()
     for k, v in model.state_dict().items():
@@ -360,3 +364,76 @@ def test_wrong_size_is_rejected(tmp_path, kind):
                "--device", "cpu",
                "--out", str(tmp_path / "o.json"), "--parameters", str(tmp_path / "o.parquet")])
     assert rc == 1 and not (tmp_path / "o.json").exists()
+
+
+def _without_bookkeeping(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in BOOKKEEPING}
+
+
+@pytest.mark.slow  # the default kernel compiles the frozen model's loops: once per process, minutes on a cold cache
+@pytest.mark.parametrize("kind", INTERVENTION_KINDS)
+def test_every_kind_resumes_bit_identically_with_the_default_kernel(tmp_path, kind):
+    """kernel auto (compiled on a CPU), killed after step 5, between the checkpoints at 3 and 6; then
+    resumed, and resumed again once finished (a job killed after its last checkpoint, before its
+    result): the weights bit for bit, and every field of the record but the bookkeeping, as an
+    uninterrupted run's."""
+    torch.manual_seed(0)
+    model = RepeatRNN(30, 8)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    train, ckpt = _targets(800, 11), tmp_path / "ck.pt"
+    cfg = InterventionConfig(steps=8, batch_size=16, checkpoint_every=3, log_every=4)
+
+    def run(**kwargs):
+        return train_intervention(model, kind, train, cfg, 0, "cpu", 9, das_length=9, kernel="auto", **kwargs)
+
+    whole, expected = run()
+    _, killed = run(checkpoint_path=ckpt, stop_after=5)
+    assert not killed["finished"]
+    for resumed_from in (3, 8):
+        resumed, record = run(checkpoint_path=ckpt)
+        assert record["resumed_from"] == resumed_from
+        assert _without_bookkeeping(record) == _without_bookkeeping(expected)
+        for (name, a), b in zip(resumed.state_dict().items(), whole.state_dict().values()):
+            assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("change, differs", [
+    ({"targets": 12}, "training targets"),  # other training sequences
+    ({"lr": 0.002}, "config"),
+    ({"replacement": "different"}, "config"),
+    ({"seed": 1}, "seed"),
+    ({"max_length": 10}, "max_length"),
+])
+def test_checkpoint_of_other_targets_or_settings_is_not_resumed(tmp_path, capsys, change, differs):
+    torch.manual_seed(0)
+    model, ckpt = RepeatRNN(30, 16), tmp_path / "ck.pt"
+    cfg = InterventionConfig(steps=6, batch_size=32, checkpoint_every=3, log_every=3)
+    train_intervention(model, "onion", _targets(2_000, 11), cfg, 0, "cpu", 9, ckpt, stop_after=3)
+    capsys.readouterr()
+    other_cfg = InterventionConfig(**{**dataclasses.asdict(cfg),
+                                      **{k: v for k, v in change.items() if k in ("lr", "replacement")}})
+    _, record = train_intervention(model, "onion", _targets(2_000, change.get("targets", 11)), other_cfg,
+                                   change.get("seed", 0), "cpu", change.get("max_length", 9), ckpt, stop_after=3)
+    err = capsys.readouterr().err
+    assert record["resumed_from"] == 0
+    assert "starting over" in err and f"({differs} differ" in err, err
+
+
+def test_a_non_finite_loss_stops_the_intervention_job_naming_step_and_cause(tmp_path, capsys):
+    from onion.cli import main
+    from onion.data import write_sequences
+    from onion.model import save_model
+    torch.manual_seed(0)
+    save_model(RepeatRNN(30, 16), tmp_path / "model.pt")
+    write_sequences(tmp_path / "train.parquet", _targets(500, 12))
+    write_sequences(tmp_path / "valid.parquet", _targets(100, 13))
+    out, parameters, ckpt = tmp_path / "onion.json", tmp_path / "onion.parquet", tmp_path / "ck.pt"
+    rc = main(["train-intervention", "--kind", "onion", "--model", str(tmp_path / "model.pt"),
+               "--interventions", '{"steps": 4, "batch_size": 16, "lr": Infinity, "checkpoint_every": 2}',
+               "--train-data", str(tmp_path / "train.parquet"), "--valid-data", str(tmp_path / "valid.parquet"),
+               "--size", "16", "--device", "cpu", "--out", str(out), "--parameters", str(parameters),
+               "--checkpoint", str(ckpt)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "onion intervention step 1-2/4: the loss is nan; interventions.lr may be too high" in err, err
+    assert not out.exists() and not parameters.exists() and not ckpt.exists()

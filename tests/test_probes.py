@@ -10,6 +10,7 @@ from onion.config import DataConfig
 from onion.data import random_sequences
 from onion.extract import read_states, states_table
 from onion.files import write_parquet
+from onion.loop import BOOKKEEPING
 from onion.names import PROBE_KINDS
 from onion.probes import OnionProbe, ProbeConfig, evaluate_probe, make_probe, onion_scales, train_probe
 from onion.toymodels import OnionModel, SlotModel
@@ -96,7 +97,7 @@ def test_resume_gives_the_same_probe(tmp_path, small_data_cfg, rng):
     h = np.random.default_rng(1).normal(size=(2000, 16)).astype(np.float32)
     cfg = ProbeConfig(steps=40, checkpoint_every=20, log_every=20)
     ck = tmp_path / "probe.pt"
-    full, _ = train_probe("gru_autoregressive", h, train, 30, cfg, seed=3, device="cpu")
+    full, expected = train_probe("gru_autoregressive", h, train, 30, cfg, seed=3, device="cpu")
     train_probe("gru_autoregressive", h, train, 30, cfg, seed=3, device="cpu", checkpoint_path=ck,
                 stop_after=20)
     assert ck.exists()
@@ -110,6 +111,8 @@ def test_resume_gives_the_same_probe(tmp_path, small_data_cfg, rng):
     again, record = train_probe("gru_autoregressive", h, train, 30, cfg, seed=3, device="cpu",
                                 checkpoint_path=ck)
     assert record["resumed_from"] == 40 and record["steps_this_run"] == 0 and record["finished"]
+    assert {k: v for k, v in record.items() if k not in BOOKKEEPING} == \
+        {k: v for k, v in expected.items() if k not in BOOKKEEPING}  # the final loss included
     for a, b in zip(resumed.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -170,3 +173,42 @@ def test_probe_loop_is_bit_identical_to_a_per_step_loop(kind):
         assert np.isfinite(loss.item())
     for name, value in ours.state_dict().items():
         assert torch.equal(value, ref.state_dict()[name]), name
+
+
+@pytest.mark.slow  # the default kernel compiles the GRU probes' loops: once per process, minutes on a cold cache
+@pytest.mark.parametrize("kind", PROBE_KINDS)
+def test_every_kind_resumes_bit_identically_with_the_default_kernel(tmp_path, kind):
+    """kernel auto (the GRU probes compiled on a CPU), held-out exact match every 2 steps; killed after
+    step 5, between the checkpoints at 3 and 6; then resumed, and resumed again once finished (a job
+    killed after its last checkpoint, before its result): the weights bit for bit, and every field of
+    the record but the bookkeeping (the final loss and the curve included), as an uninterrupted run's."""
+    rng = np.random.default_rng(0)
+    data, valid = (random_sequences(rng, n, DataConfig()) for n in (400, 50))
+    h, h_valid = (rng.normal(size=(len(d), 8)).astype(np.float32) for d in (data, valid))
+    cfg, ckpt = ProbeConfig(steps=8, batch_size=16, checkpoint_every=3, log_every=4), tmp_path / "ck.pt"
+
+    def run(**kwargs):
+        return train_probe(kind, h, data, 30, cfg, 0, "cpu", eval_every=2, valid=(h_valid, valid), kernel="auto",
+                           **kwargs)
+
+    whole, expected = run()
+    _, killed = run(checkpoint_path=ckpt, stop_after=5)
+    assert not killed["finished"] and [point["step"] for point in expected["curve"]] == [2, 4, 6, 8]
+    for resumed_from in (3, 8):
+        resumed, record = run(checkpoint_path=ckpt)
+        assert record["resumed_from"] == resumed_from
+        assert {k: v for k, v in record.items() if k not in BOOKKEEPING} == \
+            {k: v for k, v in expected.items() if k not in BOOKKEEPING}
+        for (name, a), b in zip(resumed.state_dict().items(), whole.state_dict().values()):
+            assert torch.equal(a, b), name
+
+
+def test_a_non_finite_loss_stops_the_probe_job_naming_step_and_cause(tmp_path, small_data_cfg, rng, capsys):
+    path = _states_file(tmp_path, SlotModel(), small_data_cfg, rng, n_train=500, n_valid=50)
+    out, breakdown, ckpt = tmp_path / "probe.json", tmp_path / "probe.parquet", tmp_path / "probe.pt"
+    rc = main(["train-probe", "--kind", "mlp", "--probes", '{"steps": 4, "lr": Infinity, "checkpoint_every": 2}',
+               "--states", str(path), "--device", "cpu", "--out", str(out), "--breakdown", str(breakdown),
+               "--checkpoint", str(ckpt)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "mlp probe step 1-2/4: the loss is nan; probes.lr may be too high" in err, err
+    assert not out.exists() and not breakdown.exists() and not ckpt.exists()

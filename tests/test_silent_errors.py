@@ -131,3 +131,38 @@ def test_non_finite_weights_are_never_saved_or_loaded(tmp_path):
     torch.save(blob, tmp_path / "nan.pt")
     with pytest.raises(NonFiniteError, match="nan.pt"):
         load_model(tmp_path / "nan.pt")
+
+
+@pytest.mark.parametrize("command", ["extract-states", "extract-trajectories"])
+def test_non_finite_states_stop_the_extraction_job(tmp_path, capsys, monkeypatch, command):
+    """A model whose recurrence overflows (a NaN in a state; load_model refuses non-finite weights,
+    so only arithmetic makes one): the extraction job stops, naming the model, and writes nothing."""
+    import onion.extract
+    from onion.cli import main
+    from onion.data import write_sequences
+    encode, step = RepeatRNN.encode, onion.extract.cell_step
+
+    def overflowing_encode(self, tokens, lengths):
+        h = encode(self, tokens, lengths)
+        h[3, 2] = float("nan")
+        return h
+
+    def overflowing_step(model, x, state):
+        state = step(model, x, state)
+        state["h"][0, 2] = float("nan")
+        return state
+
+    save_model(RepeatRNN(6, 8), tmp_path / "model.pt")
+    train, valid = make_datasets(DATA)
+    write_sequences(tmp_path / "train.parquet", train)
+    write_sequences(tmp_path / "valid.parquet", valid)
+    monkeypatch.setattr(RepeatRNN, "encode", overflowing_encode)
+    monkeypatch.setattr(onion.extract, "cell_step", overflowing_step)
+    out = tmp_path / "states.parquet"
+    data = ["--train-data", str(tmp_path / "train.parquet")] if command == "extract-states" else []
+    rc = main([command, "--model", str(tmp_path / "model.pt"), *data, "--valid-data", str(tmp_path / "valid.parquet"),
+               "--out", str(out), "--size", "8", "--device", "cpu", "--data", json.dumps(dataclasses.asdict(DATA)),
+               "--extract", '{"n_train_states": 200, "texts": ["0123"]}'])
+    err = capsys.readouterr().err
+    assert rc == 1 and str(tmp_path / "model.pt") in err and "NaN/Inf" in err, err
+    assert not out.exists() and not list(tmp_path.glob("*.tmp"))

@@ -6,6 +6,7 @@ import torch
 from onion.config import DataConfig, TrainConfig
 from onion.data import make_datasets
 from onion.evaluation import accuracy_summary, evaluate_model
+from onion.loop import BOOKKEEPING
 from onion.model import RepeatRNN
 from onion.training import batch_indices, train_model
 
@@ -33,26 +34,36 @@ def test_training_learns_a_small_repeat_task():
         assert before < 0.2 and after > 0.7, (variant, before, after)  # chance is ~0.01
 
 
-def test_killed_run_resumes_to_the_same_model(tmp_path):
+def test_killed_run_resumes_to_the_same_model_and_record(tmp_path):
+    """Killed after step 50 (checkpoints every 20), resumed from 40; then run again once finished, as
+    a job killed after its last checkpoint but before its result: the weights bit for bit and every
+    field of the record but the bookkeeping (final_loss included) as an uninterrupted run's."""
     train, valid = make_datasets(TINY_DATA)
     cfg = TrainConfig(steps=60, batch_size=32, checkpoint_every=20, eval_every=0, log_every=20)
     cpu = torch.device("cpu")
 
     torch.manual_seed(0)
     straight = RepeatRNN(6, 16)
-    train_model(straight, train, valid, cfg, seed=0, device=cpu)
+    expected = train_model(straight, train, valid, cfg, seed=0, device=cpu)
 
     torch.manual_seed(0)
     killed = RepeatRNN(6, 16)
     first = train_model(killed, train, valid, cfg, seed=0, device=cpu,
                         checkpoint_path=tmp_path / "ck.pt", stop_after=50)  # dies after step 50
     assert not first["finished"] and (tmp_path / "ck.pt").exists()
-    torch.manual_seed(123)  # a fresh process: other initial weights, restored from the checkpoint
-    resumed = RepeatRNN(6, 16)
-    record = train_model(resumed, train, valid, cfg, seed=0, device=cpu, checkpoint_path=tmp_path / "ck.pt")
-    assert record["resumed_from"] == 40 and record["steps_this_run"] == 20 and record["finished"]
-    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for resumed_from, steps_this_run in ((40, 20), (60, 0)):
+        torch.manual_seed(123)  # a fresh process: other initial weights, restored from the checkpoint
+        resumed = RepeatRNN(6, 16)
+        record = train_model(resumed, train, valid, cfg, seed=0, device=cpu, checkpoint_path=tmp_path / "ck.pt")
+        assert (record["resumed_from"], record["steps_this_run"]) == (resumed_from, steps_this_run)
+        assert result_fields(record) == result_fields(expected) and record["final_loss"] is not None
+        for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def result_fields(record: dict) -> dict:
+    """A training record without its bookkeeping (what may differ after a resume)."""
+    return {k: v for k, v in record.items() if k not in BOOKKEEPING}
 
 
 def test_checkpoint_of_another_configuration_is_ignored(tmp_path):

@@ -3,6 +3,8 @@ loss and gradients for the same weights and batch, odd lengths and padding inclu
 in the interventions' steps on the frozen model and in the GRU probes; training with it; which jobs
 use it; the eager fallback."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from onion.data import SequenceSet, make_datasets, random_sequences
 from onion.model import RepeatRNN
 from onion.model import unrolled
 from onion.probes import ProbeConfig, make_probe, train_probe
+from onion.runtime import FALLBACKS
 from onion.training import make_optimizer, packed_batch_loss, packed_batches, train_model, unrolled_batch_loss
 
 
@@ -62,25 +65,33 @@ def test_a_wrong_kernel_is_caught(cell, monkeypatch):
                    for a, b in zip((eager, *eager_grads), (packed, *packed_grads)))
 
 
-def test_training_with_the_compiled_kernel_learns_and_matches_the_eager_loss():
+def test_training_with_the_compiled_kernel_learns_and_matches_the_eager_loss_and_gradients():
     """Compiled at a small shape (lengths up to 3: 6 steps); batches whose examples stop at
-    different steps (other batch sizes b_t) reuse the one compilation."""
+    different steps (other batch sizes b_t) reuse the one compilation, and give the eager loop's
+    loss and gradients. Where a C++ compiler exists (CI has gcc), compilation must have happened:
+    a silent fallback to the eager loop would pass the comparisons."""
     cfg = DataConfig(n_symbols=5, min_length=2, max_length=3, n_train=120, n_valid=20, das_length=3,
                      n_das_valid=10, n_das_train=20)
     train, valid = make_datasets(cfg)
     torch.manual_seed(0)
     model = RepeatRNN(5, 8)
-    compiled = unrolled.compiled_loss()
+    params = list(model.parameters())
+    compiled, fallbacks = unrolled.compiled_loss(), len(FALLBACKS)
     by_length = [np.flatnonzero(train.lengths == length) for length in (2, 3)]
     sizes_seen, graphs = set(), torch._dynamo.utils.counters["stats"]
     for n_long in (5, 9, 12):  # 16 examples, n_long of length 3: batch sizes [16] * 4 + [n_long] * 2
         batch = _packed(model, train, np.concatenate([by_length[1][:n_long], by_length[0][:16 - n_long]]))
         sizes_seen.add(tuple(batch[2].tolist()))
-        torch.testing.assert_close(unrolled_batch_loss(model, compiled, *batch),
-                                   unrolled_batch_loss(model, unrolled.packed_loss, *batch))
+        ours, eager = (unrolled_batch_loss(model, loss, *batch) for loss in (compiled, unrolled.packed_loss))
+        torch.testing.assert_close(ours, eager)
+        for name, a, b in zip([n for n, _ in model.named_parameters()], torch.autograd.grad(ours, params),
+                              torch.autograd.grad(eager, params)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
         if n_long == 5:
             compiled_graphs = graphs["unique_graphs"]
     assert len(sizes_seen) == 3 and graphs["unique_graphs"] == compiled_graphs  # no recompilation
+    if any(shutil.which(compiler) for compiler in ("g++", "c++", "clang++")):
+        assert compiled_graphs > 0 and len(FALLBACKS) == fallbacks, FALLBACKS[fallbacks:]
     record = train_model(model, train, valid, TrainConfig(steps=150, batch_size=16, lr=0.01, log_every=50,
                                                           eval_every=0), 0, "cpu", kernel="unrolled")
     assert record["finished"] and record["final_loss"] < 1.0 and record["first_step_seconds"] > 0

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from onion.data import no_input_token, sos_token
-from onion.files import atomic_path
+from onion.files import save_torch
 from onion.model.cells import make_cell
 from onion.names import VARIANTS
 from onion.runtime import NonFiniteError
@@ -160,9 +160,8 @@ def save_model(model: RepeatRNN, path, extra: dict | None = None) -> None:
     """Save weights and hyperparameters (atomically) so load_model needs nothing else; refuses
     non-finite weights."""
     check_finite(model.state_dict(), f"{path}: model weights")
-    with atomic_path(path) as tmp:
-        torch.save({"hyperparameters": model.hyperparameters(), "state_dict": model.state_dict(),
-                    "extra": extra or {}}, tmp)
+    save_torch({"hyperparameters": model.hyperparameters(), "state_dict": model.state_dict(),
+                "extra": extra or {}}, path)
 
 
 def load_model(path, device: str | torch.device = "cpu", variant: str | None = None,

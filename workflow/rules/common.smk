@@ -41,6 +41,17 @@ onstart:
         check(config, SCHEMA, cuda_available=cuda_is_available)
 
 
+onerror:
+    print(
+        "A job failed: its log (data/logs/..., shown above) names the cause. Once it is fixed, run snakemake "
+        "again: finished jobs are kept, and training, interventions and probes resume from their last "
+        "checkpoint. After a kill, a power loss or a closed terminal, run `snakemake --unlock` first, then "
+        "snakemake. A long grid outlives its terminal under `nohup snakemake > run.log 2>&1 &`, tmux or "
+        "screen, or with --profile profiles/slurm (docs/cluster.md).",
+        file=sys.stderr,
+    )
+
+
 GRID = config["grids"][config["grid"]]
 # Every (cell, variant, size, seed) of the grid: the union of its blocks' cross products, in order.
 MODELS = list(
