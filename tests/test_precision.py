@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from onion.config import DataConfig, TrainConfig, identity_settings
 from onion.config_checks import cross_field_problems, load_yaml
 from onion.data import make_datasets, random_sequences
-from onion.interventions import InterventionConfig, intervention_step, make_intervention
+from onion.interventions import InterventionConfig, intervention_step, make_intervention, train_intervention
 from onion.model import RepeatRNN
 from onion.model import unrolled
 from onion.training import make_optimizer, packed_batches, train_model, training_kernel, unrolled_batch_loss
@@ -108,15 +108,27 @@ def test_compiled_bf16_training_matches_eager_bf16_and_learns():
     torch.manual_seed(0)
     model = RepeatRNN(5, 8)
     batch = packed_batches(model, train, "cpu")(np.arange(16))
-    compiled = unrolled.compiled_loss()
-    torch.testing.assert_close(unrolled_batch_loss(model, compiled, *batch, precision="bf16"),
-                               unrolled_batch_loss(model, unrolled.packed_loss, *batch, precision="bf16"),
-                               rtol=1e-3, atol=1e-4)
-    record = train_model(model, train, valid, TrainConfig(steps=150, batch_size=16, lr=0.01, log_every=50,
-                                                          eval_every=0, precision="bf16"), 0, "cpu",
-                         kernel="unrolled")
-    assert record["finished"] and record["final_loss"] < 1.0
-    assert all(p.dtype == torch.float32 for p in model.parameters())
+    weight_hh = model.rnn.weight_hh_l0
+
+    def gradient(loss, precision):  # of W_hh
+        return torch.autograd.grad(unrolled_batch_loss(model, loss, *batch, precision=precision), weight_hh)[0]
+
+    def error(a, b):
+        return ((a - b).norm() / b.norm()).item()
+
+    eager = gradient(unrolled.packed_loss, "bf16")
+    assert error(gradient(unrolled.compiled_loss(), "bf16"), eager) < 1e-4  # measured: 0
+    assert error(gradient(unrolled.packed_loss, "fp32"), eager) > 1e-3  # measured: 0.0026
+    trained = {}
+    for precision in ("fp32", "bf16"):  # from the same start: the setting reaches train_model's steps
+        copy = RepeatRNN(5, 8)
+        copy.load_state_dict(model.state_dict())
+        record = train_model(copy, train, valid, TrainConfig(steps=150, batch_size=16, lr=0.01, log_every=50,
+                                                             eval_every=0, precision=precision), 0, "cpu",
+                             kernel="unrolled")
+        assert record["finished"] and record["final_loss"] < 1.0
+        trained[precision] = copy.rnn.weight_hh_l0.detach()
+    assert trained["bf16"].dtype == torch.float32 and not torch.equal(trained["bf16"], trained["fp32"])
 
 
 def test_a_bf16_intervention_step_updates_as_the_fp32_one():
@@ -155,6 +167,9 @@ def test_bf16_never_runs_as_fp32():
         train_model(model, train, train, TrainConfig(steps=1, precision="bf16"), 0, "cpu", kernel="nn")
     with pytest.raises(ValueError, match=r"interventions\.precision: bf16"):
         unrolled.frozen_runner(model, "nn", "cpu", "bf16")
+    with pytest.raises(ValueError, match=r"interventions\.precision: bf16"):  # the setting reaches the job
+        train_intervention(model, "onion", train, InterventionConfig(steps=1, precision="bf16"), 0, "cpu", 9,
+                           kernel="nn")
     assert isinstance(unrolled.frozen_runner(model, "unrolled", "cpu", "bf16"), unrolled.UnrolledRepeatModel)
     with pytest.raises(ValueError, match="train.precision must be one of"):
         TrainConfig(precision="fp16")
