@@ -16,3 +16,15 @@ def small_data_cfg():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """torch.compile replaced by one whose compiled function raises, as where no C++ compiler is
+    found: the unrolled loops must fall back to eager and say so."""
+    def compile_that_fails(function, **kwargs):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler found")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", compile_that_fails)

@@ -34,7 +34,7 @@ DECISION_RULE = (
 def spread(row) -> float:
     """σ of one entry: the larger of our s.d. over seeds and the paper's, at least SD_FLOOR."""
     ours = row["sd"] if row["seeds"] > 1 and row["sd"] == row["sd"] else 0.0
-    theirs = row["paper_sd"] if row.get("paper_sd", float("nan")) == row.get("paper_sd", float("nan")) else 0.0
+    theirs = row["paper_sd"] if row["paper_sd"] == row["paper_sd"] else 0.0
     return max(ours, theirs, SD_FLOOR)
 
 
@@ -60,15 +60,22 @@ def seeds_to_decide(distance: float, error: float, seeds: int) -> str:
     return f"about {math.ceil(seeds * (Z * error / abs(distance)) ** 2)} seeds would decide it if mean and spread stay"
 
 
+def undecided(seeds: int) -> str:
+    """The verdict of a claim not decided at `seeds` seeds."""
+    return f"{UNDECIDED} at {seeds} seed{'s' if seeds > 1 else ''}"
+
+
+def undecided_seeds(verdict: str) -> int | None:
+    """k of an undecided(k) verdict, None for any other verdict."""
+    return int(verdict.split(" at ")[1].split()[0]) if verdict.startswith(UNDECIDED) else None
+
+
 def combine(outcomes: list[bool | None], seeds: list[int]) -> str:
     """A claim's verdict from its entries' decisions (None: not decided) and their seed counts."""
     if any(o is False for o in outcomes):
         return NOT_REPRODUCED
-    undecided = [k for o, k in zip(outcomes, seeds) if o is None]
-    if undecided:
-        k = min(undecided)
-        return f"{UNDECIDED} at {k} seed{'s' if k > 1 else ''}"
-    return REPRODUCED
+    open_seeds = [k for o, k in zip(outcomes, seeds) if o is None]
+    return undecided(min(open_seeds)) if open_seeds else REPRODUCED
 SMALL = (48, 64)
 CONTROL_LIMIT = paper.ONION_CONTROL_N64_AR + 0.05  # the paper gives ≈ 0.21 (N = 64) without s.d.
 
@@ -275,9 +282,8 @@ def merge_verdicts(verdicts: list[str]) -> str:
     the undecided one with the fewest seeds."""
     if NOT_REPRODUCED in verdicts:
         return NOT_REPRODUCED
-    undecided = sorted((v for v in verdicts if v.startswith(UNDECIDED)),
-                       key=lambda v: int(v.split(" at ")[1].split()[0]))
-    return undecided[0] if undecided else REPRODUCED
+    open_seeds = [undecided_seeds(v) for v in verdicts if undecided_seeds(v) is not None]
+    return undecided(min(open_seeds)) if open_seeds else REPRODUCED
 
 
 def contrast_verdict(small_ar_interventions: str, small_ar_probes: str, no_input: str) -> str:
@@ -377,8 +383,8 @@ def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), setti
         verdict, evidence = results[key]
         lines += [f"## {title}", "", f"**{verdict}.** Criterion: {' '.join(claim.__doc__.split())}", ""]
         lines += [f"- {e}" for e in evidence] + [""]
-        if verdict.startswith(UNDECIDED):
-            k = int(verdict.split(" at ")[1].split()[0])
+        if undecided_seeds(verdict) is not None:
+            k = undecided_seeds(verdict)
             commands = [f"`snakemake --config grid={name}` ({n} seeds)"
                         for name, n in deciding_grids(grids, CLAIM_MODELS[key], k)]
             lines += ["More seeds decide it: " + ("; ".join(commands) if commands else
