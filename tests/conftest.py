@@ -28,3 +28,14 @@ def no_compiler(monkeypatch):
         return fail
 
     monkeypatch.setattr(torch, "compile", compile_that_fails)
+
+
+# The longest files, started first so that the two workers of `pytest -n 2 --dist loadfile` (the README's
+# command) end together: each file runs whole on one worker, in this order, the rest after them.
+LONGEST_FIRST = ("test_workflow.py", "test_gpu_check.py", "test_kill_campaign.py", "test_interventions.py",
+                 "test_probes.py", "test_precision.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: in-file order kept

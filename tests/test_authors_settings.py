@@ -66,6 +66,7 @@ def test_the_linear_das_job_reads_its_own_training_set(tmp_path):
         write_sequences(tmp_path / f"{name}.parquet", random_sequences(rng, 100, DataConfig(), length=9))
     args = ["train-intervention", "--kind", "linear_bigram", "--model", str(tmp_path / "model.pt"),
             "--interventions", '{"steps": 2, "batch_size": 8}', "--size", "16", "--device", "cpu",
+            "--kernel", "nn",  # which file it reads is under test, not the kernel
             "--train-data", str(tmp_path / "train.parquet"), "--valid-data", str(tmp_path / "valid.parquet"),
             "--das-valid-data", str(tmp_path / "das_valid.parquet"),
             "--das-train-data", str(tmp_path / "das_train.parquet"),

@@ -15,6 +15,7 @@ from onion.runtime import claim_gpu, release_gpu_slots
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # compiles every loop of both cells, each kind and rotation: 4-11 minutes on a cold cache
 def test_gpu_check_scaled_down_on_cpu(tmp_path):
     out = tmp_path / "gpu-check.json"
     result = gpu_check.run("cpu", sizes=[8], steps=3, jobs=[1, 2], concurrency_size=8,

@@ -24,7 +24,6 @@ def run(*args, cwd, timeout=600):
     return result
 
 
-@pytest.mark.slow
 def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path):
     source = tmp_path / "source"  # the tracked sources the wheel is built from, nothing else
     shutil.copytree(REPO / "onion", source / "onion", ignore=shutil.ignore_patterns("__pycache__"))

@@ -333,7 +333,8 @@ def test_cli_writes_json_and_parquet(tmp_path):
                    "--valid-data", str(tmp_path / "valid.parquet"),
                    "--das-valid-data", str(tmp_path / "das_valid.parquet"),
                    "--das-train-data", str(tmp_path / "das_train.parquet"), "--size", "16", "--seed", "1",
-                   "--device", "cpu", "--out", str(tmp_path / f"{kind}.json"),
+                   "--device", "cpu", "--kernel", "nn",  # the files are under test, not the kernel
+                   "--out", str(tmp_path / f"{kind}.json"),
                    "--parameters", str(tmp_path / f"{kind}.parquet")])
         assert rc == 0
         record = json.loads((tmp_path / f"{kind}.json").read_text())

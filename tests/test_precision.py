@@ -101,6 +101,7 @@ def test_fp32_is_the_path_as_before():
     assert TrainConfig().precision == "fp32" and InterventionConfig().precision == "fp32"
 
 
+@pytest.mark.slow  # compiles the bf16 training step: a minute or more on a cold cache
 def test_compiled_bf16_training_matches_eager_bf16_and_learns():
     cfg = DataConfig(n_symbols=5, min_length=2, max_length=3, n_train=120, n_valid=20, das_length=3,
                      n_das_valid=10, n_das_train=20)
@@ -204,6 +205,7 @@ def test_checkpoints_made_before_the_settings_existed_still_resume():
     assert identity_settings(InterventionConfig(rotation="cayley"))["rotation"] == "cayley"
 
 
+@pytest.mark.slow  # compiles fp32 and bf16 training and two DAS rotations: minutes on a cold cache
 def test_benchmark_times_bf16_against_nn_and_das_per_rotation(capsys, tmp_path):
     """benchmark-training --precisions fp32 bf16: one row per size with both unrolled precisions
     against nn; --das: linear unigram DAS per rotation, and R's share of a step."""

@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from onion.config import DataConfig, TrainConfig
@@ -86,6 +87,7 @@ def test_accuracy_summary_counts_only_real_tokens():
     assert summary["per_kind"] == {7: 1.0, 8: 0.0}
 
 
+@pytest.mark.slow  # compiles the training step at two sizes: minutes on a cold cache
 def test_benchmark_training_command_runs(capsys, tmp_path):
     from onion.cli import main
     assert main(["benchmark-training", "--sizes", "8", "--steps", "4", "--rounds", "2", "--cells", "rnn_tanh",

@@ -36,6 +36,9 @@ TINY = {
     "probes": {"steps": 30, "batch_size": 32, "lr": 0.001, "weight_decay": 0.1, "betas": [0.9, 0.999],
                "lr_schedule": "constant", "checkpoint_every": 10, "log_every": 10},
     "device": "cpu",
+    # torch.nn's layers: compiling every job's loops would take most of this suite's time; the compiled
+    # kernel is checked against them per loop and kind in test_unrolled, test_interventions, test_probes
+    "kernel": "nn",
 }
 
 
