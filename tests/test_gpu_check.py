@@ -100,6 +100,7 @@ def test_gpu_check_needs_no_package_beyond_a_pytorch_image():
     assert result.returncode == 0 and result.stdout.strip() == "60", result.stderr[-2000:]
 
 
+@pytest.mark.slow  # compiles the loops of both cells with both kernels: minutes on a cold cache
 def test_gpu_check_says_when_the_two_sides_disagree(tmp_path, monkeypatch, capsys):
     """The comparison can fail: a device side whose gradients differ (here, the probe loops' second
     computation scaled by 1.5) is reported loop by loop, and the command exits non-zero."""

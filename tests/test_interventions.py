@@ -433,7 +433,8 @@ def test_a_non_finite_loss_stops_the_intervention_job_naming_step_and_cause(tmp_
     rc = main(["train-intervention", "--kind", "onion", "--model", str(tmp_path / "model.pt"),
                "--interventions", '{"steps": 4, "batch_size": 16, "lr": Infinity, "checkpoint_every": 2}',
                "--train-data", str(tmp_path / "train.parquet"), "--valid-data", str(tmp_path / "valid.parquet"),
-               "--size", "16", "--device", "cpu", "--out", str(out), "--parameters", str(parameters),
+               "--size", "16", "--device", "cpu", "--kernel", "nn",  # the stop is under test, not the kernel
+               "--out", str(out), "--parameters", str(parameters),
                "--checkpoint", str(ckpt)])
     err = capsys.readouterr().err
     assert rc == 1 and "onion intervention step 1-2/4: the loss is nan; interventions.lr may be too high" in err, err
