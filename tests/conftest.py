@@ -32,8 +32,8 @@ def no_compiler(monkeypatch):
 
 # The longest files, started first so that the two workers of `pytest -n 2 --dist loadfile` (the README's
 # command) end together: each file runs whole on one worker, in this order, the rest after them.
-LONGEST_FIRST = ("test_workflow.py", "test_gpu_check.py", "test_kill_campaign.py", "test_interventions.py",
-                 "test_probes.py", "test_precision.py")
+LONGEST_FIRST = ("test_workflow.py", "test_probes.py", "test_unrolled.py", "test_interventions.py",
+                 "test_full_disk.py")  # measured at 4358e20 (docs/development.md)
 
 
 def pytest_collection_modifyitems(items):
