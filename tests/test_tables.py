@@ -48,10 +48,10 @@ PAPER_PROBES = {
 }
 
 
-def _fabricate(root, analysis, kind, variant, size, seed, value):
+def _fabricate(root, analysis, kind, variant, size, seed, value, train="0000aaaa"):
     """A result JSON at its keyed path (onion.keys) with exact match `value`."""
     import json
-    path = (root / "analyses" / f"cell=gru/variant={variant}/size={size}/seed={seed}/train=0000aaaa"
+    path = (root / "analyses" / f"cell=gru/variant={variant}/size={size}/seed={seed}/train={train}"
             / f"{analysis}-{kind}-1111bbbb.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"variant": variant, "cell": "gru", "size": size, "seed": seed, "kind": kind,
@@ -89,3 +89,33 @@ def test_tables_2_4_5_put_each_entry_beside_its_paper_cell(tmp_path, analysis, e
         control = table[(table["kind"] == "onion_control") & (table["size"] == 64)]
         assert control["paper_mean"].tolist() == [0.21]
         assert "onion_control" in (tmp_path / "t.md").read_text()
+
+
+@pytest.mark.parametrize("grid_paths", [True, False])
+def test_seeds_are_pooled_per_settings_key_and_the_grids_own_come_first(tmp_path, grid_paths):
+    """One entry (autoregressive N = 64 onion intervention) trained with two settings: this grid's
+    (2 seeds, 0.85) and another grid's (3 seeds, 0.50). Seeds are never pooled across the keys; the
+    grid's own line comes first though it has fewer seeds, and the summary judges it. Without the
+    grid's paths (a table over data/ alone) the line with the most seeds comes first, and the summary
+    names its keys."""
+    from onion.report.summary import claim_small_ar_interventions
+    from onion.report.tables import run_table_interventions
+    own = [_fabricate(tmp_path, "intervention", "onion", "autoregressive", 64, s, 0.85 + 0.01 * s) for s in (0, 1)]
+    for seed in (0, 1, 2):
+        _fabricate(tmp_path, "intervention", "onion", "autoregressive", 64, seed, 0.50, train="2222cccc")
+    run_table_interventions(own if grid_paths else [], tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex",
+                            root=tmp_path)
+    table = pd.read_csv(tmp_path / "t.csv", dtype={"train": str, "settings": str})
+    assert table[["train", "seeds"]].values.tolist() == \
+        ([["0000aaaa", 2], ["2222cccc", 3]] if grid_paths else [["2222cccc", 3], ["0000aaaa", 2]])
+    assert table["mean"].tolist() == pytest.approx([0.855, 0.5] if grid_paths else [0.5, 0.855])
+    assert table["grid"].tolist() == ([True, False] if grid_paths else [False, False])
+    markdown = (tmp_path / "t.md").read_text()
+    assert "train 0000aaaa, 1111bbbb" + (" (this grid)" if grid_paths else "") in markdown
+    assert "train 2222cccc, 1111bbbb |" in markdown
+    _, evidence = claim_small_ar_interventions(table)
+    onion = next(e for e in evidence if e.startswith("onion intervention"))
+    if grid_paths:
+        assert onion.startswith("onion intervention autoregressive N=64: 0.85 ± 0.01 (2 seeds), needs")
+    else:
+        assert "0.50 ± 0.00 (3 seeds; other settings than this grid's: train 2222cccc, 1111bbbb)" in onion

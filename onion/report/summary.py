@@ -95,7 +95,11 @@ def _row(table: pd.DataFrame, **keys) -> pd.Series | None:
 def _fmt(row) -> str:
     seeds = int(row["seeds"])
     sd = f" ± {row['sd']:.2f}" if seeds > 1 and row["sd"] == row["sd"] else ""
-    return f"{row['mean']:.2f}{sd} ({seeds} seed{'s' if seeds > 1 else ''})"
+    other = ""
+    if "grid" in row and not row["grid"]:  # the tables put this grid's settings first (onion.report.tables)
+        settings = row["settings"] if isinstance(row.get("settings"), str) else ""
+        other = f"; other settings than this grid's: train {row['train']}" + (f", {settings}" if settings else "")
+    return f"{row['mean']:.2f}{sd} ({seeds} seed{'s' if seeds > 1 else ''}{other})"
 
 
 NO_PAPER = "no paper number"

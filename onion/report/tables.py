@@ -40,6 +40,12 @@ def with_present(paths, root, analysis: str | None) -> list[Path]:
     return sorted({Path(p) for p in paths} | set(present))
 
 
+def own_keys(paths) -> set[tuple[str, str]]:
+    """The (train, settings) keys of a grid's own result or metrics paths: the settings it runs."""
+    fields = (keys.result_fields(p) or keys.model_fields(p) for p in paths)
+    return {(f["train"], f.get("settings", "")) for f in fields if f}
+
+
 def gru_rows(results: pd.DataFrame) -> pd.DataFrame:
     """The rows the paper's tables are about: GRUs (results without a cell are GRUs); the other
     cells go to the cells table."""
@@ -51,10 +57,12 @@ def gru_rows(results: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def summarize(results: pd.DataFrame, row_keys: list[str], value: str, paper: dict) -> pd.DataFrame:
+def summarize(results: pd.DataFrame, row_keys: list[str], value: str, paper: dict,
+              own: set[tuple[str, str]] = frozenset()) -> pd.DataFrame:
     """Tidy summary: one line per (row_keys..., size, settings keys) with mean, sd, seeds and the
     paper's cell. Seeds are pooled only where the settings keys (`train`, `settings`) agree; where
-    an entry has several, the one with the most seeds comes first.
+    an entry has several, the grid's own keys `own` come first (column `grid`), then the one with
+    the most seeds, then the keys in order: the first line is the one the summary judges.
 
     `paper` maps a row label (a value, or a tuple of values for several row_keys) to {size: (m, sd)}.
     """
@@ -62,7 +70,9 @@ def summarize(results: pd.DataFrame, row_keys: list[str], value: str, paper: dic
     grouped = results.groupby(row_keys + ["size", "train", "settings"])[value]
     table = grouped.agg(mean="mean", sd=lambda s: s.std(ddof=1) if len(s) > 1 else float("nan"),
                         seeds="count").reset_index()
-    table = table.sort_values([*row_keys, "size", "seeds"], ascending=[True] * (len(row_keys) + 1) + [False],
+    table["grid"] = [(t, a) in own for t, a in zip(table["train"], table["settings"])]
+    table = table.sort_values([*row_keys, "size", "grid", "seeds"],
+                              ascending=[True] * (len(row_keys) + 1) + [False, False],
                               kind="stable").reset_index(drop=True)
     label = table[row_keys].apply(lambda r: tuple(r) if len(row_keys) > 1 else r.iloc[0], axis=1)
     entries = [paper.get(lab, {}).get(int(size)) for lab, size in zip(label, table["size"])]
@@ -88,8 +98,8 @@ def wide(summary: pd.DataFrame, row_keys: list[str]) -> pd.DataFrame:
         f"{_entry(m, s, k)} ({_paper_entry(pm, ps)})" for m, s, k, pm, ps in
         zip(summary["mean"], summary["sd"], summary["seeds"], summary["paper_mean"], summary["paper_sd"])])
     if summary.duplicated([*row_keys, "size"]).any():
-        summary = summary.assign(settings=[f"train {t}" + (f", {a}" if a else "")
-                                           for t, a in zip(summary["train"], summary["settings"])])
+        summary = summary.assign(settings=[f"train {t}" + (f", {a}" if a else "") + (" (this grid)" if g else "")
+                                           for t, a, g in zip(summary["train"], summary["settings"], summary["grid"])])
         row_keys = [*row_keys, "settings"]
     table = summary.pivot(index=row_keys, columns="size", values="entry").fillna("")
     table.columns = [f"N={c}" for c in table.columns]
@@ -126,7 +136,7 @@ def write_table(summary: pd.DataFrame, row_keys: list[str], title: str, md, csv,
 def run_table_base(metrics, md, csv, tex, root=None) -> None:
     """Tables 1 and 3 from the models' metrics.json files (and every model under `root`)."""
     results = gru_rows(read_metrics(with_present(metrics, root, None)))
-    summary = summarize(results, ["variant"], "exact_match", reported.BASE_ACCURACY)
+    summary = summarize(results, ["variant"], "exact_match", reported.BASE_ACCURACY, own_keys(metrics))
     write_table(summary, ["variant"], "Tables 1 and 3: exact-match accuracy of the trained GRUs",
                 md, csv, tex)
     log(f"wrote {md}, {csv}, {tex} from {len(results)} models")
@@ -146,7 +156,7 @@ def run_table_interventions(results, md, csv, tex, root=None) -> None:
     rows = {(variant, kind): entries for variant, kinds in reported.INTERVENTIONS.items()
             for kind, entries in kinds.items()}
     rows[("autoregressive", "onion_control")] = {64: (reported.ONION_CONTROL_N64_AR, float("nan"))}
-    summary = summarize(rows_read, ["variant", "kind"], "exact_match", rows)
+    summary = summarize(rows_read, ["variant", "kind"], "exact_match", rows, own_keys(results))
     summary["kind"] = pd.Categorical(summary["kind"], categories=INTERVENTION_KINDS, ordered=True)
     summary = summary.sort_values(["variant", "kind", "size"], kind="stable")
     runs = _run_settings(rows_read, {"lr": float("nan")})
@@ -160,7 +170,7 @@ def run_table_interventions(results, md, csv, tex, root=None) -> None:
 def run_table_probes(results, md, csv, tex, root=None) -> None:
     """Table 4 from probe result JSON files (and every one under `root`)."""
     rows_read = gru_rows(read_metrics(with_present(results, root, "probe")))
-    summary = summarize(rows_read, ["kind", "variant"], "exact_match", reported.PROBES)
+    summary = summarize(rows_read, ["kind", "variant"], "exact_match", reported.PROBES, own_keys(results))
     summary["kind"] = pd.Categorical(summary["kind"], categories=PROBE_KINDS, ordered=True)
     summary = summary.sort_values(["kind", "variant", "size"], kind="stable")
     runs = _run_settings(rows_read, {"lr": float("nan"), "lr_schedule": "constant"})
