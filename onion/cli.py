@@ -231,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "check-config", cmd_check_config, "check config files as the workflow would",
              schema={"default": None, "help": "a JSON schema (default: the package's config.schema.yaml)"})
     p.add_argument("files", nargs="+", help="config.yaml, then any --configfile files, merged in order")
-    p = _add(sub, "migrate-layout", cmd_migrate_layout, "move artifacts of the layout before recurrent "
-             "cells under cell=gru/ (nothing retrains)")
+    p = _add(sub, "migrate-layout", cmd_migrate_layout, "move a data folder of an older layout "
+             "(before settings keys or cell=) to keyed paths: finished artifacts are kept, checkpoints removed")
     p.add_argument("data_dir", nargs="?", default="data")
     p = _add(sub, "benchmark-training", cmd_benchmark_training, "training steps/s of torch.nn's layer on "
              "packed batches and of the unrolled kernel", device=True, sizes={"type": int, "nargs": "+", "default": [48, 64, 128]},

@@ -21,7 +21,7 @@ from onion.runtime import NonFiniteError, synchronize
 
 # The training record's keys that say how a run went, not what it computed: a resumed run differs
 # from an uninterrupted one in these and in nothing else (tests/test_kill_campaign.py compares the
-# rest; ../shared/tools/compare-runs.py ignores the same keys).
+# rest).
 BOOKKEEPING = ("resumed_from", "steps_this_run", "seconds_this_run", "steps_per_second", "first_step_seconds")
 
 

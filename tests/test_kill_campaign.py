@@ -48,7 +48,7 @@ KILL_POINTS = {
     "probe": (f"data/checkpoints/{MODEL}/probe-{PROBE}.pt", TARGETS[1]),
     "table": ("data/logs/table_base_accuracy.log", TARGETS[2]),
 }
-SKIPPED = {"logs", "benchmarks", "checkpoints"}  # as ../shared/tools/compare-runs.py
+SKIPPED = {"logs", "benchmarks", "checkpoints"}  # bookkeeping, not results
 
 
 def snakemake(cwd: Path, *args: str) -> subprocess.Popen:
