@@ -14,8 +14,8 @@ def test_mean_sd_and_paper_cells():
     assert row["mean"] == pytest.approx(0.85) and row["sd"] == pytest.approx(0.0707, abs=1e-4)
     assert row["seeds"] == 2 and row["paper_mean"] == 0.95 and row["paper_sd"] == 0.01
     table = wide(summary, ["variant"])
-    assert table.loc[table["variant"] == "autoregressive", "N=48"].item() == "0.85 ± 0.07 (0.95 ± 0.01)"
-    assert table.loc[table["variant"] == "autoregressive", "N=64"].item() == "0.97 (0.97 ± 0.00)"
+    assert table.loc[table["variant"] == "autoregressive", "N=48"].item() == "0.85 ± 0.07 [2] (0.95 ± 0.01)"
+    assert table.loc[table["variant"] == "autoregressive", "N=64"].item() == "0.97 [1] (0.97 ± 0.00)"
 
 
 def test_unreadable_metrics_file_is_named(tmp_path):

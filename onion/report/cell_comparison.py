@@ -18,7 +18,7 @@ from onion.log import log
 from onion.names import INTERVENTION_KINDS, PROBE_KINDS
 from onion.report import paper
 from onion.report.summary import margin
-from onion.report.tables import read_metrics, to_latex, to_markdown
+from onion.report.tables import format_entry, read_metrics, to_latex, to_markdown
 # (table, kind, direction) of the signature
 SIGNATURE = [("intervention", "linear_unigram", "low"), ("intervention", "linear_bigram", "low"),
              ("probe", "linear", "low"), ("intervention", "onion", "high"), ("probe", "onion", "high")]
@@ -106,16 +106,15 @@ def signature_markdown(verdicts: list[dict]) -> str:
 def write_cells_table(table: pd.DataFrame, md, csv, tex) -> None:
     """CSV: the tidy table; Markdown and LaTeX: rows (cell, variant, method), columns N."""
     table.to_csv(csv, index=False, float_format="%.4f")
-    formatted = table.assign(value=[f"{m:.2f}" + (f" ± {s:.2f}" if k > 1 and s == s else "")
+    formatted = table.assign(value=[format_entry(m, s, k)
                                 for m, s, k in zip(table["mean"], table["sd"], table["seeds"])])
     wide = formatted.pivot_table(index=["cell", "variant", "method"], columns="size", values="value",
                              aggfunc="first", observed=True).fillna("")
     wide.columns = [f"N={c}" for c in wide.columns]
     wide = wide.reset_index()
-    title = "Every intervention and probe per recurrent cell (exact match, mean ± s.d. over seeds)"
-    Path(md).write_text(to_markdown(wide, title).replace(
-        "Cells: ours, mean ± s.d. over seeds (the paper's value in brackets).",
-        "Per-seed values in the CSV. The state is h (GRU, tanh RNN) or [h; c] (LSTM)."))
+    title = "Every intervention and probe per recurrent cell (exact match, mean ± s.d. over [k] seeds)"
+    Path(md).write_text(to_markdown(wide, title, "Per-seed values in the CSV. The state is h (GRU, tanh "
+                                    "RNN) or [h; c] (LSTM)."))
     Path(tex).write_text(to_latex(wide, title))
 
 

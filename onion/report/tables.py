@@ -81,8 +81,9 @@ def summarize(results: pd.DataFrame, row_keys: list[str], value: str, paper: dic
     return table
 
 
-def _entry(mean, sd, seeds) -> str:
-    return f"{mean:.2f}" + (f" ± {sd:.2f}" if seeds > 1 and sd == sd else "")
+def format_entry(mean, sd, seeds) -> str:
+    """'0.81 ± 0.09 [5]': our mean ± s.d. over seeds, the seed count in square brackets."""
+    return f"{mean:.2f}" + (f" ± {sd:.2f}" if seeds > 1 and sd == sd else "") + f" [{seeds}]"
 
 
 def _paper_entry(mean, sd) -> str:
@@ -92,10 +93,10 @@ def _paper_entry(mean, sd) -> str:
 
 
 def wide(summary: pd.DataFrame, row_keys: list[str]) -> pd.DataFrame:
-    """Rows = row_keys, columns = sizes, entries 'ours (paper)'. Where an entry has results of
+    """Rows = row_keys, columns = sizes, entries 'ours [seeds] (paper)'. Where an entry has results of
     several settings, a `settings` column tells the rows apart (the keys of onion.keys)."""
     summary = summary.assign(entry=[
-        f"{_entry(m, s, k)} ({_paper_entry(pm, ps)})" for m, s, k, pm, ps in
+        f"{format_entry(m, s, k)} ({_paper_entry(pm, ps)})" for m, s, k, pm, ps in
         zip(summary["mean"], summary["sd"], summary["seeds"], summary["paper_mean"], summary["paper_sd"])])
     if summary.duplicated([*row_keys, "size"]).any():
         summary = summary.assign(settings=[f"train {t}" + (f", {a}" if a else "") + (" (this grid)" if g else "")
@@ -106,12 +107,15 @@ def wide(summary: pd.DataFrame, row_keys: list[str]) -> pd.DataFrame:
     return table.reset_index()
 
 
-def to_markdown(table: pd.DataFrame, title: str) -> str:
+BESIDE_PAPER = ("Cells: ours, mean ± s.d. over [the number of] seeds, pooled over every result in data/ "
+                "with the same settings (the paper's mean ± s.d. over 5 seeds in round brackets).")
+
+
+def to_markdown(table: pd.DataFrame, title: str, note: str = BESIDE_PAPER) -> str:
     header = "| " + " | ".join(table.columns) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    note = "\nCells: ours, mean ± s.d. over seeds (the paper's value in brackets).\n"
-    return "\n".join([f"# {title}", "", header, rule, *body]) + "\n" + note
+    return "\n".join([f"# {title}", "", header, rule, *body]) + "\n\n" + note + "\n"
 
 
 def to_latex(table: pd.DataFrame, title: str) -> str:
@@ -126,7 +130,7 @@ def to_latex(table: pd.DataFrame, title: str) -> str:
 
 
 def write_table(summary: pd.DataFrame, row_keys: list[str], title: str, md, csv, tex) -> None:
-    """Write the tidy summary as CSV and the wide 'ours (paper)' view as Markdown and LaTeX."""
+    """Write the tidy summary as CSV and the wide 'ours [seeds] (paper)' view as Markdown and LaTeX."""
     summary.to_csv(csv, index=False, float_format="%.4f")
     table = wide(summary, row_keys)
     Path(md).write_text(to_markdown(table, title))
