@@ -17,7 +17,7 @@ import torch
 from onion.config import OptimConfig
 from onion.files import save_torch
 from onion.log import format_duration, log
-from onion.runtime import NonFiniteError, synchronize
+from onion.runtime import NonFiniteError, machine, synchronize
 
 # The training record's keys that say how a run went, not what it computed: a resumed run differs
 # from an uninterrupted one in these and in nothing else (tests/test_kill_campaign.py compares the
@@ -156,7 +156,8 @@ def optimise(module: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: Opt
     return {"steps": cfg.steps, "resumed_from": start, "steps_this_run": end - start,
             "seconds_this_run": seconds, "steps_per_second": (end - start) / max(seconds, 1e-9),
             "first_step_seconds": first_step_seconds,
-            "final_loss": float(loss) if loss is not None else saved_loss, "finished": end == cfg.steps}
+            "final_loss": float(loss) if loss is not None else saved_loss, "finished": end == cfg.steps,
+            "machine": machine(device)}
 
 
 def each_step(start: int, end: int) -> Iterable[tuple[int, int]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 from onion.log import log
@@ -135,6 +138,22 @@ def release_gpu_slots() -> None:
     import os
     while _claimed_slots:
         os.close(_claimed_slots.pop())
+
+
+def machine(device) -> dict:
+    """What computed a result, for telling runs apart: runs of the same code and settings can round
+    floats differently on other CPUs (the instruction set picks the kernels) or GPUs."""
+    cpu = ""
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    except OSError:
+        pass
+    info = {"torch": torch.__version__, "cpu": cpu or platform.processor() or platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
 
 
 def synchronize(device) -> None:

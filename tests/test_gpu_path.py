@@ -295,3 +295,12 @@ def test_every_per_step_upload_goes_through_upload(monkeypatch):
                               torch.Generator().manual_seed(0), 30)
     cf.to("cpu")
     assert len(uploads) == 4 + 5  # every field but the absent source
+
+
+def test_the_training_record_names_the_machine(tmp_path):
+    """Runs of the same code can round differently on other CPUs: every record says what ran it."""
+    module = torch.nn.Linear(4, 1)
+    record = _optimise(module, torch.optim.AdamW(module.parameters()), "cpu", tmp_path / "ck.pt")
+    assert record["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["machine"]["torch"] == torch.__version__ and record["machine"]["cpu"]
+    assert "gpu" not in record["machine"]
