@@ -282,6 +282,15 @@ def deciding_grids(grids: dict, wanted, seeds: int) -> list[tuple[str, int]]:
     return sorted(found, key=lambda item: (item[1], item[0]))
 
 
+def resting_on(base: pd.DataFrame, wanted, seeds: int):
+    """`wanted(variant, size)` narrowed to the GRUs in `base` (the base-accuracy table) that rest
+    on at most `seeds` seeds: the models whose entries a claim not decided at `seeds` seeds waits on."""
+    def accepts(variant, size) -> bool:
+        row = _row(base, variant=variant, size=size)
+        return wanted(variant, size) and row is not None and int(row["seeds"]) <= seeds
+    return accepts
+
+
 def merge_verdicts(verdicts: list[str]) -> str:
     """One verdict from several tested ones: NOT reproduced if any is, reproduced if all are, else
     the undecided one with the fewest seeds."""
@@ -391,7 +400,7 @@ def write_summary(base_csv, interventions_csv, probes_csv, out, append=(), setti
         if undecided_seeds(verdict) is not None:
             k = undecided_seeds(verdict)
             commands = [f"`snakemake --config grid={name}` ({n} seeds)"
-                        for name, n in deciding_grids(grids, CLAIM_MODELS[key], k)]
+                        for name, n in deciding_grids(grids, resting_on(base, CLAIM_MODELS[key], k), k)]
             lines += ["More seeds decide it: " + ("; ".join(commands) if commands else
                       "add seeds to a grid's `models` block for these entries") +
                       " (in this directory: nothing already trained is retrained).", ""]
